@@ -1,0 +1,64 @@
+"""From a run config to an adapted model: the base model, its architecture facts and the method applied."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .methods import build_method, count_parameters
+from .methods.base import Method
+from .models import Architecture, architecture_for
+from .models.loading import build_model, load_model, load_model_config
+
+
+@dataclass
+class AdaptedModel:
+    model: nn.Module
+    method: Method
+    arch: Architecture
+
+
+def preflight(cfg: RunConfig):
+    """Everything checkable from configs alone (no weights): raises ValueError with the reason. Returns the model config."""
+    model_config = load_model_config(cfg.model)
+    arch = architecture_for(model_config)
+    method = build_method(cfg.method.name, cfg.method.config)
+    method.check(model_config, arch)
+    return model_config
+
+
+def adapted_model(cfg: RunConfig, *, weights: str = "pretrained") -> AdaptedModel:
+    """`weights`: "pretrained" (load them, or random when model.random_init), or "meta" (shapes only, for counting)."""
+    model_config = preflight(cfg)
+    arch = architecture_for(model_config)
+    if weights == "meta":
+        model = build_model(cfg.model, model_config, device="meta")
+    else:
+        model = load_model(cfg.model)
+    method = build_method(cfg.method.name, cfg.method.config)
+    method.apply(model, arch)
+    return AdaptedModel(model, method, arch)
+
+
+_LAYER_INDEX = re.compile(r"\.\d+\.")
+
+
+def parameter_report(model: nn.Module) -> dict:
+    """{"trainable", "total", "by_kind"}: by_kind sums trainable parameters per name with block indices wildcarded."""
+    trainable, total = count_parameters(model)
+    by_kind: Counter[str] = Counter()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            by_kind[_LAYER_INDEX.sub(".*.", name)] += p.numel()
+    return {"trainable": trainable, "total": total, "by_kind": dict(by_kind)}
+
+
+def count_for_config(cfg: RunConfig) -> dict:
+    """Parameter counts of the adapted model without loading (or even allocating) any weights."""
+    with torch.no_grad():
+        return parameter_report(adapted_model(cfg, weights="meta").model)

@@ -1,0 +1,220 @@
+"""The `lora-ft` command line: parses arguments and calls one function per command. No logic lives here.
+
+Heavy libraries (torch, transformers) are imported inside the commands that need them, so that checking a config
+answers in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .schema import ConfigError
+
+
+def _load(args):
+    from .config import check_config, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    check_config(cfg)
+    return cfg
+
+
+def cmd_train(args) -> int:
+    cfg = _load(args)
+    from .train import train
+
+    command = "lora-ft train --config " + " ".join([args.config, *args.overrides])
+    run_dir = train(cfg, resume=args.resume, command=command)
+    print(f"trained: {run_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    if args.run:
+        from .evaluate import evaluate_run
+
+        evaluations = evaluate_run(args.run, split=args.split, epochs=args.epochs)
+        for ev in evaluations:
+            print(json.dumps(ev.scores) if args.json else f"{ev.split} epoch {ev.epoch}: " + _format_scores(ev.scores))
+        return 0
+    if not (args.task and args.predictions and args.references):
+        raise ConfigError("eval needs --run DIR, or --task with --predictions and --references to score files")
+    from .scoring import score_files
+
+    scores = score_files(args.task, args.predictions, args.references, meteor=not args.no_meteor)
+    print(json.dumps(scores) if args.json else _format_scores(scores))
+    return 0
+
+
+def _format_scores(scores: dict) -> str:
+    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items())
+
+
+def cmd_params(args) -> int:
+    cfg = _load(args)
+    from .build import count_for_config
+
+    report = count_for_config(cfg)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"trainable {report['trainable']:,}  total {report['total']:,}  "
+              f"({100 * report['trainable'] / report['total']:.4f}% trainable)")
+        for kind, n in report["by_kind"].items():
+            print(f"  {n:>14,}  {kind}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    if args.action == "help":
+        from .config import config_help
+
+        print(config_help(args.method))
+        return 0
+    if not args.config:
+        raise ConfigError(f"lora-ft config {args.action} needs a config file")
+    cfg = _load(args)
+    if args.action == "show":
+        print(cfg.to_yaml(), end="")
+    else:
+        print(f"{args.config}: valid")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    out = export_run(args.run, args.out, fmt=args.format, overwrite=args.overwrite)
+    print(f"exported ({args.format}): {out}")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from .report.table import build_table
+
+    text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch)
+    if args.out:
+        from .results import write_text_atomic
+
+        write_text_atomic(args.out, text, overwrite=args.overwrite)
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .report.sweep import run_sweep_command
+
+    return run_sweep_command(args.config, args.overrides, dry_run=args.dry_run, print_commands=args.print_commands,
+                             accelerate=args.accelerate)
+
+
+def cmd_plot(args) -> int:
+    from .report.plot import plot_command
+
+    for path in plot_command([Path(r) for r in args.runs], Path(args.out), kind=args.kind):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .report.analysis import analyze_runs
+
+    for path in analyze_runs(Path(args.runs[0]), Path(args.runs[1]), Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-ft", description="Reproduce the LoRA paper's experiments.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p, required=True):
+        p.add_argument("--config", required=required, help="YAML run config")
+        p.add_argument("overrides", nargs="*", help="section.key=value overrides applied after the config")
+
+    p = sub.add_parser("train", help="train one run (use `accelerate launch -m lora_ft train ...` for several GPUs)")
+    with_config(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in output.dir from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="decode and score a run, or score prediction files")
+    p.add_argument("--run", help="run directory to decode and score")
+    p.add_argument("--split", help="validation | test (default: decoding.split)")
+    p.add_argument("--epochs", default="last", help="last (final weights) | best (lowest validation loss) | all | N")
+    p.add_argument("--task", help="score files without a model: the task whose metrics to use (e2e, samsum, ...)")
+    p.add_argument("--predictions", help="one prediction per line")
+    p.add_argument("--references", help="E2E: references grouped by blank lines; others: one per line")
+    p.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+    p.add_argument("--json", action="store_true", help="print scores as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("params", help="count trainable and total parameters without loading weights")
+    with_config(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("config", help="show | validate a config, or list every key with its help")
+    p.add_argument("action", choices=["show", "validate", "help"])
+    p.add_argument("config", nargs="?", help="YAML run config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--method", help="with help: only this method's keys")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("export", help="write a trained run as a peft adapter or a merged transformers model")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--format", choices=["peft", "merged"], default="peft")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("table", help="the paper's Table 3 / Table 4 from run directories")
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--layout", choices=["auto", "table3", "table4"], default="auto")
+    p.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown")
+    p.add_argument("--epoch", choices=["best", "last"], default="best", help="each seed's best epoch (paper) or last")
+    p.add_argument("--out")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("sweep", help="one run per combination of a config's `sweep:` lists")
+    with_config(p)
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their output directories")
+    p.add_argument("--print-commands", action="store_true", help="print one command per run for a scheduler")
+    p.add_argument("--accelerate", action="store_true", help="with --print-commands: `accelerate launch` commands")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("plot", help="Figure 2 (score vs trainable parameters) and the rank sweep, PNG + SVG")
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--kind", choices=["figure2", "rank", "all"], default="all")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("analyze", help="Section 7: subspace similarity and amplification of two LoRA runs")
+    p.add_argument("--runs", nargs=2, required=True, metavar=("RUN_A", "RUN_B"))
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"lora-ft: config error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        if type(exc).__name__ in {"ModelLoadError", "TaskDataError", "RunDirectoryError", "MeteorUnavailableError",
+                                  "ResultsError", "UnsupportedArchitectureError"} or isinstance(exc, FileNotFoundError):
+            print(f"lora-ft: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

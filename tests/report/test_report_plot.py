@@ -1,0 +1,71 @@
+"""Figure 2 and the rank-sweep plot are written as PNG and SVG and open as images."""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import matplotlib
+import matplotlib.image
+import pytest
+
+from lora_ft.report.plot import plot_params_vs_score, plot_rank_sweep
+
+
+def _scores(bleu: float) -> dict[str, float]:
+    return {"BLEU": bleu, "NIST": 8.5, "METEOR": 46.0, "ROUGE_L": 71.0, "CIDEr": 2.4}
+
+
+@pytest.fixture
+def sweep_runs(make_run):
+    dirs = []
+    for rank, bleu in ((1, 68.0), (2, 69.0), (4, 70.0)):
+        for seed, shift in ((1, -0.2), (2, 0.2)):
+            dirs.append(make_run(f"r{rank}-s{seed}", seed=seed, method={"name": "lora", "rank": rank, "alpha": 32,
+                                 "targets": ["q", "v"]}, evaluations=[("test", 1, _scores(bleu + shift))],
+                                 trainable=98_304 * rank))
+    for bottleneck, count, bleu in ((6, 368_784, 66.0), (224, 11_089_152, 68.5)):
+        dirs.append(make_run(f"adl{bottleneck}", seed=1, method={"name": "adapter_l", "bottleneck": bottleneck},
+                             evaluations=[("test", 1, _scores(bleu))], trainable=count))
+    return dirs
+
+
+def _check_images(paths: list[Path]) -> None:
+    assert [p.suffix for p in paths] == [".png", ".svg"]
+    pixels = matplotlib.image.imread(paths[0])
+    assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 200
+    assert pixels.std() > 0.01  # not a blank canvas
+    root = ET.parse(paths[1]).getroot()
+    assert root.tag.endswith("svg")
+
+
+def test_figure2_plot(sweep_runs, tmp_path: Path):
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # keep text as text so the test can read it
+        paths = plot_params_vs_score(sweep_runs, tmp_path / "fig" / "figure2")
+    _check_images(paths)
+    svg = paths[1].read_text()
+    for text in ("Trainable parameters (log scale)", "BLEU (%)", "E2E: BLEU vs trainable parameters",
+                 "GPT-2 M LoRA", "GPT-2 M Adapter^L", "paper: GPT-2 M LoRA", "paper: GPT-2 M FT"):
+        assert text in svg, text
+
+
+def test_rank_sweep_plot(sweep_runs, tmp_path: Path):
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        paths = plot_rank_sweep(sweep_runs, tmp_path / "rank.png")
+    assert paths[0].name == "rank.png"
+    _check_images(paths)
+    svg = paths[1].read_text()
+    for text in ("LoRA rank r (log scale)", "GPT-2 M LoRA q,v", "paper: GPT-2 M LoRA q,v (Table 18)", ">16<"):
+        assert text in svg, text
+
+
+def test_plot_without_runs_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(ValueError, match="no runs"):
+        plot_params_vs_score([tmp_path], tmp_path / "x")
+
+
+def test_missing_matplotlib_is_a_clear_error(sweep_runs, tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes `from matplotlib.figure import ...` fail
+    with pytest.raises(RuntimeError, match="pip install matplotlib"):
+        plot_rank_sweep(sweep_runs, tmp_path / "x")

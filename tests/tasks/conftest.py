@@ -1,0 +1,44 @@
+"""Helpers for the task tests: the real E2E data, the synthetic fixtures, stand-ins for the metric modules."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture
+def e2e_dir(shared_data_dir) -> Path:
+    """../shared/data/e2e: valid.txt, test.txt (the authors' form) and devset.csv, testset_w_refs.csv (the original)."""
+    return shared_data_dir / "e2e"
+
+
+@pytest.fixture
+def fixtures() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture
+def fake_metric(monkeypatch):
+    """Install a stand-in `lora_ft.metrics.<module>` whose function records its arguments (tests the plumbing only)."""
+
+    def install(module: str, function: str, result):
+        calls = []
+
+        def fn(*args, **kwargs):
+            calls.append((args, kwargs))
+            return result
+
+        fake = types.ModuleType(f"lora_ft.metrics.{module}")
+        setattr(fake, function, fn)
+        monkeypatch.setitem(sys.modules, f"lora_ft.metrics.{module}", fake)
+        import lora_ft.metrics as metrics_pkg
+
+        monkeypatch.setattr(metrics_pkg, module, fake, raising=False)
+        return calls
+
+    return install

@@ -1,0 +1,28 @@
+"""The task registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_ft.config import TaskConfig
+from lora_ft.tasks import TASKS, get_task
+from lora_ft.tasks.base import Task, TaskDataError
+
+
+def test_every_task_is_registered_and_complete():
+    assert set(TASKS) == {"e2e", "wikisql", "mnli", "samsum"}
+    for name, cls in TASKS.items():
+        task = get_task(TaskConfig(name=name))
+        assert isinstance(task, Task) and task.name == name
+        assert cls.primary_metric in cls.metric_names
+        assert cls.separator_eos is (name == "e2e")
+
+
+def test_a_task_refuses_another_tasks_config():
+    with pytest.raises(TaskDataError, match="use get_task"):
+        TASKS["mnli"](TaskConfig(name="e2e"))
+
+
+def test_unknown_task_lists_the_known_ones():
+    with pytest.raises(TaskDataError, match="unknown task 'glue'; known tasks: e2e, wikisql, mnli, samsum"):
+        get_task(TaskConfig(name="glue"))
