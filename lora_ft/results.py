@@ -6,10 +6,11 @@ This is the ONLY module that writes result files. Every run directory holds one 
 through :func:`write_text_atomic`, :func:`write_json_atomic` or :func:`write_bytes_atomic`, so a
 crash never leaves a half-written file behind.
 
-Score convention (what ``Evaluation.scores`` holds): the numbers as the paper prints them.
-BLEU, METEOR, ROUGE-L, ROUGE-1/2/L and accuracies are percentages (0-100); NIST and CIDEr are raw
-values. Metric names are free-form strings; the report module matches them case- and
-punctuation-insensitively (``rouge_l`` == ``ROUGE-L`` == ``rougeL``).
+Score convention (what ``Evaluation.scores`` holds): the numbers as the scorers print them. BLEU,
+METEOR, ROUGE-L, ROUGE-1/2/L and accuracies are fractions in [0, 1] (the official E2E scorer's
+0.7203); NIST and CIDEr are raw values. Reports multiply fractions by 100 to print the paper's units
+and refuse a "fraction" above 1. Metric names are free-form strings; the report module matches them
+case- and punctuation-insensitively (``ROUGE_L`` == ``rouge-l`` == ``rougeL``).
 
 JSON is written strictly (no ``NaN``/``Infinity`` tokens, which other JSON readers reject): a
 non-finite float is written as ``null``, i.e. "no usable value" (e.g. a diverged loss).

@@ -59,7 +59,7 @@ def run_dir_of(cfg: RunConfig) -> Path:
 
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Never lose a user's checkpoints or results silently: refuse a used directory unless told what to do."""
-    used = run_dir.is_dir() and any(run_dir.iterdir())
+    used = any((run_dir / name).exists() for name in ("results.json", CHECKPOINTS_DIR, TRAINED_FILE))
     if resume:
         if not (run_dir / CHECKPOINTS_DIR).is_dir():
             raise RunDirectoryError(f"--resume: {run_dir} holds no checkpoints to resume from")
@@ -201,6 +201,9 @@ class Trainer:
         else:
             self.results = RunResults.start(self.run_dir.name, cfg.to_dict(), environment=collect_environment())
             self.results.parameters = ParameterCounts(**self.report)
+        self.results.extra.update(
+            num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command
+        )
         if log_with:
             self.accelerator.init_trackers("tensorboard")
 

@@ -147,13 +147,19 @@ def shared_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def gpt2_tokenizer():
+def gpt2_tokenizer_dir() -> Path:
+    """../shared/data/gpt2-tokenizer: the GPT-2 BPE files (tokenizer.json, vocab.json, merges.txt)."""
+    if not (GPT2_TOKENIZER_DIR / "tokenizer.json").is_file():
+        pytest.fail(f"the GPT-2 tokenizer is missing: expected {GPT2_TOKENIZER_DIR}/tokenizer.json")
+    return GPT2_TOKENIZER_DIR
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer(gpt2_tokenizer_dir):
     """The real GPT-2 BPE tokenizer from ../shared/data/gpt2-tokenizer."""
     from transformers import AutoTokenizer
 
-    if not (GPT2_TOKENIZER_DIR / "tokenizer.json").is_file():
-        pytest.fail(f"the GPT-2 tokenizer is missing: expected {GPT2_TOKENIZER_DIR}/tokenizer.json")
-    tokenizer = AutoTokenizer.from_pretrained(str(GPT2_TOKENIZER_DIR))
+    tokenizer = AutoTokenizer.from_pretrained(str(gpt2_tokenizer_dir))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -259,36 +259,47 @@ def test_vectorised_ban_matches_the_authors_rule():
 # Tiny random transformers models with peaked distributions (the default init gives near-uniform ones, i.e. near-ties).
 
 
-def peaked(model: nn.Module) -> nn.Module:
+def peaked(model: nn.Module, seed: int) -> nn.Module:
+    """Large random weights: peaked next-token distributions (the default init gives near-uniform ones, i.e. near-ties)
+    that depend on the whole context, positions included (so wrong padding, positions or cache rows would show)."""
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        model.get_input_embeddings().weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
-        head = model.get_output_embeddings()
-        if head.weight is not model.get_input_embeddings().weight:
-            head.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:  # embeddings (token and position) and projections; norms keep their init
+                param.normal_(0.0, 1.0 if "emb" in name or "wte" in name or "wpe" in name else 0.3, generator=gen)
     return model.eval()
 
 
-class ScaledEmbedding(nn.Module):
-    """An input embedding wrapped in another module, as the prefix methods do."""
+class ShiftedEmbedding(nn.Module):
+    """An input embedding wrapped in another module, as the prefix methods do (a shift: LayerNorm would undo a scale)."""
 
     def __init__(self, base: nn.Embedding):
         super().__init__()
         self.base = base
-        self.scale = nn.Parameter(torch.tensor(1.7))
+        self.shift = nn.Parameter(torch.randn(base.embedding_dim, generator=torch.Generator().manual_seed(5)))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.base(input_ids) * self.scale
+        return self.base(input_ids) + self.shift
 
 
 @pytest.fixture(scope="module")
 def models(tiny) -> dict[str, nn.Module]:
-    wrapped = peaked(tiny.model("gpt2", seed=3))
-    wrapped.set_input_embeddings(ScaledEmbedding(wrapped.get_input_embeddings()))
-    return {"gpt2": peaked(tiny.model("gpt2")), "llama": peaked(tiny.model("llama")), "gpt2-wrapped": wrapped}
+    wrapped = peaked(tiny.model("gpt2"), seed=1)
+    wrapped.set_input_embeddings(ShiftedEmbedding(wrapped.get_input_embeddings()))
+    built = {"gpt2": peaked(tiny.model("gpt2"), seed=1), "llama": peaked(tiny.model("llama"), seed=2),
+             "gpt2-wrapped": wrapped}
+    with torch.no_grad():  # the next token depends on the earlier tokens and their positions, not only on the last token
+        for model in built.values():
+            ids = torch.tensor([[5, 17, 9]])
+            last = model(input_ids=ids).logits[0, -1]
+            assert not torch.allclose(last, model(input_ids=ids[:, 1:]).logits[0, -1], atol=0.5)
+            assert not torch.allclose(last, model(input_ids=ids, position_ids=torch.tensor([[0, 3, 4]])).logits[0, -1],
+                                      atol=0.5)
+    return built
 
 
 PROMPTS = [[5, 17, 9, 33, 21], [40], [8, 90, 12, 64, 7, 100, 3, 55, 71], [120, 6], [13, 13, 47]]
-STOPS = (2, 7, 11, 30, 44)  # several stop ids, so that hypotheses finish at different steps
+STOPS = tuple(range(2, 128, 9))  # 14 of the 128 ids stop, so that hypotheses finish at different steps
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "gpt2-wrapped"])

@@ -111,7 +111,7 @@ _APOWORD = (  # the alternatives that can match longer come first (Python stops 
     f"(?:[A-HJ-XZn]{_APOSETC}{_L}{{2}}{_L}*|{_L}{_L}*[aeiouyAEIOUY]{_APOSETC}[aeiouA-Z]{_L}*"
     f"|{_APOS}[nN]{_APOS}?|[lLdDjJ]{_APOS}|(?i:dunkin){_APOS}|(?i:somethin){_APOS}|(?i:ol){_APOS}"
     f"|{_APOS}(?i:em)|{_APOS}[2-9]0(?i:s)|{_APOS}(?i:till?)|{_APOS}(?i:cause)|(?i:cont'd)\\.?|(?i:'twas)"
-    f"|(?i:nor'easter|c'mon|e'er|s'mores|ev'ry|li'l|nat'l))"
+    f"|(?i:nor'easter|c'mon|e'er|s'mores|ev'ry|li'l|nat'l)|[oO]{_APOSETC}[oO])"
 )
 _APOWORD2 = f"[yY]{_APOS}"
 _FULLURL = r"(?i:https?)://[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-]"

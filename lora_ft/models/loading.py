@@ -121,7 +121,12 @@ def load_model(cfg: ModelConfig):
 
 def load_tokenizer(cfg: ModelConfig):
     name = cfg.tokenizer or cfg.name_or_path
-    source = resolve_source(name) if name not in SHIPPED_SHAPES else ModelSource("hub", name)
+    if name in SHIPPED_SHAPES:
+        source = ModelSource("hub", name)
+    elif Path(name).expanduser().is_dir():  # a tokenizer folder needs no model config.json
+        source = ModelSource("dir", str(Path(name).expanduser()))
+    else:
+        source = resolve_source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
     except (OSError, ValueError) as exc:

@@ -15,6 +15,7 @@ or torch tensors; everything is computed in float64.
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from lora_ft.report.table import ReportError
 from lora_ft.results import read_results, write_bytes_atomic, write_json_atomic
 
 FactorLoader = Callable[[Path], Mapping[str, tuple[Any, Any]]]
@@ -120,6 +122,36 @@ def _default_factor_loader(run_dir: Path) -> Mapping[str, tuple[Any, Any]]:
     return load_lora_factors(run_dir)
 
 
+def load_base_weights(run_dir: str | Path) -> dict[str, Any]:
+    """The frozen W (out × in) under every LoRA update of a run, keyed like its factors ("...c_attn:q").
+
+    Rebuilds the run's base model from its results.json config (pretrained weights: a hub download or local
+    files) and reads each adapted slice's rows from the layer LoRA wraps; a fused q|k|v projection gives its
+    q and v parts. A randomly initialised base model has no fixed W, so it is refused.
+    """
+    import torch  # lazy: the subspace part of the analysis needs only numpy
+
+    from lora_ft.build import adapted_model
+    from lora_ft.config import config_from_dict
+    from lora_ft.methods.lora import lora_layers
+
+    config = read_results(run_dir).config
+    cfg = config_from_dict({k: v for k, v in config.items() if v is not None}, source=f"{run_dir}/results.json")
+    if cfg.model.random_init:
+        raise ReportError(f"{run_dir}: the base model was randomly initialised (model.random_init), so its W is not known")
+    with torch.no_grad():
+        model = adapted_model(cfg).model
+        weights: dict[str, Any] = {}
+        for name, layer in lora_layers(model).items():
+            weight = layer.base_layer.weight.detach()
+            weight = weight.T if layer.is_conv1d else weight  # Conv1D stores (in, out)
+            width = layer.lora_B.shape[1]
+            for i, slice_name in enumerate(layer.slice_names):
+                rows = slice(None) if layer.out_index is None else layer.out_index[i * width : (i + 1) * width]
+                weights[f"{name}:{slice_name}"] = weight[rows].double().cpu().numpy()
+    return weights
+
+
 def _layer_index(key: str) -> int | None:
     match = re.search(r"\.(\d+)\.", key)
     return int(match.group(1)) if match else None
@@ -134,7 +166,7 @@ def _lora_scale(run_dir: Path) -> float:
     method = read_results(run_dir).config.get("method") or {}
     alpha, rank = method.get("alpha"), method.get("rank")
     if not isinstance(alpha, (int, float)) or not isinstance(rank, (int, float)) or rank <= 0:
-        raise ValueError(f"{run_dir}: results.json config has no usable method.alpha / method.rank ({alpha!r}, {rank!r})")
+        raise ReportError(f"{run_dir}: results.json config has no usable method.alpha / method.rank ({alpha!r}, {rank!r})")
     return float(alpha) / float(rank)
 
 
@@ -161,6 +193,66 @@ def _safe_filename(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key)
 
 
+def analysis_report(
+    run_a: str | Path,
+    run_b: str | Path,
+    layers: Sequence[int] | None = None,
+    *,
+    base_weights: Mapping[str, Any] | None = None,
+    amplification: bool = True,
+    factor_loader: FactorLoader | None = None,
+) -> dict[str, Any]:
+    """The Section 7 numbers for two LoRA runs, as a JSON-ready dict (see :func:`analyze_runs`)."""
+    run_a, run_b = Path(run_a), Path(run_b)
+    loader = factor_loader or _default_factor_loader
+    factors_a, factors_b = loader(run_a), loader(run_b)
+    common = sorted(set(factors_a) & set(factors_b), key=_natural_key)
+    if not common:
+        raise ReportError(
+            f"{run_a} and {run_b} share no adapted weight (A: {sorted(factors_a)[:4]}..., B: {sorted(factors_b)[:4]}...)"
+        )
+    if layers is not None:
+        wanted = set(layers)
+        common = [k for k in common if _layer_index(k) in wanted]
+        if not common:
+            raise ReportError(f"no adapted weight in layers {sorted(wanted)}")
+    notes: list[str] = []
+    weights_per_run: list[Mapping[str, Any] | None] = [base_weights, base_weights]
+    if not amplification:
+        weights_per_run = [None, None]
+        notes.append("amplification factors not computed (amplification=False)")
+    elif base_weights is None:
+        loaded: dict[str, Mapping[str, Any]] = {}  # one base model load per distinct model section
+        for index, run_dir in enumerate((run_a, run_b)):
+            try:
+                model_key = json.dumps(read_results(run_dir).config.get("model"), sort_keys=True, default=str)
+                if model_key not in loaded:
+                    loaded[model_key] = load_base_weights(run_dir)
+                weights_per_run[index] = loaded[model_key]
+            except Exception as exc:  # the similarity part stays useful without the base model
+                notes.append(f"amplification of {run_dir.name} skipped: {type(exc).__name__}: {exc}")
+    scales = [_lora_scale(r) if w is not None else None for r, w in zip((run_a, run_b), weights_per_run, strict=True)]
+    report: dict[str, Any] = {"run_a": str(run_a), "run_b": str(run_b), "weights": {}, "notes": notes}
+    for key in common:
+        pairs = (factors_a[key], factors_b[key])
+        grid = similarity_grid(pairs[0][0], pairs[1][0])
+        amplified: dict[str, Any] = {}
+        for label, (a, b), weights, scale in zip("ab", pairs, weights_per_run, scales, strict=True):
+            if weights is None or scale is None:
+                continue
+            if key not in weights:
+                notes.append(f"{key}: no base weight for run {label.upper()}, amplification skipped")
+                continue
+            amplified[label] = amplification_parts(scale * (_as_matrix(b, "B") @ _as_matrix(a, "A")), weights[key])
+        report["weights"][key] = {
+            "rank_a": int(grid.shape[0]),
+            "rank_b": int(grid.shape[1]),
+            "similarity": grid.tolist(),
+            "amplification": amplified or None,
+        }
+    return report
+
+
 def analyze_runs(
     run_a: str | Path,
     run_b: str | Path,
@@ -168,61 +260,32 @@ def analyze_runs(
     layers: Sequence[int] | None = None,
     *,
     base_weights: Mapping[str, Any] | None = None,
+    amplification: bool = True,
     factor_loader: FactorLoader | None = None,
     heatmaps: bool = True,
     overwrite: bool = True,
-) -> dict[str, Any]:
-    """Compare the LoRA factors of two runs (e.g. r=8 vs r=64, or two seeds) weight by weight.
+) -> list[Path]:
+    """Compare the LoRA factors of two runs (e.g. r=8 vs r=64, or two seeds) weight by weight; returns the files written.
 
-    For every adapted weight both runs share (keys like ``transformer.h.0.attn.c_attn:q``; ``layers``
-    keeps only those block indices): the φ grid of their A matrices, written as
-    ``<out_dir>/subspace_<key>.png``. With ``base_weights`` (the frozen W per key, out × in, e.g. W_q of
-    block 0) also each run's amplification factor, with ΔW = (α/r)·B·A. Everything goes into
-    ``<out_dir>/analysis.json``, which is also returned. ``factor_loader`` defaults to
-    ``lora_ft.methods.lora.load_lora_factors`` (run_dir -> {key: (A r×in, B out×r)}).
+    For every adapted weight both runs share (keys like ``transformer.h.0.attn.c_attn:q``; ``layers`` keeps
+    only those block indices): the φ grid of their A matrices (entry [i-1][j-1] = φ(A_a, A_b, i, j)), drawn as
+    ``<out_dir>/subspace_<key>.png``; and each run's amplification factor with ΔW = (α/r)·B·A and W the frozen
+    weight, from ``base_weights`` (key -> W, out × in) or, by default, the run's base model rebuilt with
+    :func:`load_base_weights` (skipped, with a note, when that cannot load). Everything goes into
+    ``<out_dir>/analysis.json``. ``factor_loader`` defaults to ``lora_ft.methods.lora.load_lora_factors``
+    (run_dir -> {key: (A r×in, B out×r)}).
     """
-    run_a, run_b, out_dir = Path(run_a), Path(run_b), Path(out_dir)
-    loader = factor_loader or _default_factor_loader
-    factors_a, factors_b = loader(run_a), loader(run_b)
-    common = sorted(set(factors_a) & set(factors_b), key=_natural_key)
-    if not common:
-        raise ValueError(
-            f"{run_a} and {run_b} share no adapted weight (A: {sorted(factors_a)[:4]}..., B: {sorted(factors_b)[:4]}...)"
-        )
-    if layers is not None:
-        wanted = set(layers)
-        common = [k for k in common if _layer_index(k) in wanted]
-        if not common:
-            raise ValueError(f"no adapted weight in layers {sorted(wanted)}")
-    scales = (_lora_scale(run_a), _lora_scale(run_b)) if base_weights is not None else None
-    notes = []
-    if base_weights is None:
-        notes.append("amplification factors skipped: no base weights given")
-    report: dict[str, Any] = {"run_a": str(run_a), "run_b": str(run_b), "weights": {}, "notes": notes}
-    for key in common:
-        a_a, b_a = factors_a[key]
-        a_b, b_b = factors_b[key]
-        grid = similarity_grid(a_a, a_b)
-        entry: dict[str, Any] = {
-            "rank_a": int(grid.shape[0]),
-            "rank_b": int(grid.shape[1]),
-            "similarity": grid.tolist(),
-            "heatmap": None,
-            "amplification": None,
-        }
+    out_dir = Path(out_dir)
+    report = analysis_report(run_a, run_b, layers, base_weights=base_weights, amplification=amplification,
+                             factor_loader=factor_loader)
+    written: list[Path] = []
+    for key, entry in report["weights"].items():
+        entry["heatmap"] = None
         if heatmaps:
             name = f"subspace_{_safe_filename(key)}.png"
-            png = _heatmap_png(grid, f"φ(A_a, A_b, i, j), {key}\nA: {run_a.name}  B: {run_b.name}")
-            write_bytes_atomic(out_dir / name, png, overwrite=overwrite)
+            title = f"φ(A_a, A_b, i, j), {key}\nA: {Path(run_a).name}  B: {Path(run_b).name}"
+            png = _heatmap_png(np.asarray(entry["similarity"]), title)
+            written.append(write_bytes_atomic(out_dir / name, png, overwrite=overwrite))
             entry["heatmap"] = name
-        if base_weights is not None and scales is not None:
-            if key in base_weights:
-                entry["amplification"] = {
-                    "a": amplification_parts(scales[0] * (_as_matrix(b_a, "B") @ _as_matrix(a_a, "A")), base_weights[key]),
-                    "b": amplification_parts(scales[1] * (_as_matrix(b_b, "B") @ _as_matrix(a_b, "A")), base_weights[key]),
-                }
-            else:
-                notes.append(f"{key}: no base weight given, amplification skipped")
-        report["weights"][key] = entry
-    write_json_atomic(out_dir / "analysis.json", report, overwrite=overwrite)
-    return report
+    written.insert(0, write_json_atomic(out_dir / "analysis.json", report, overwrite=overwrite))
+    return written

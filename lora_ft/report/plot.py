@@ -22,6 +22,7 @@ from lora_ft.report.table import (
     PRIMARY_METRIC,
     TASK_LABELS,
     ConfigGroup,
+    ReportError,
     group_runs,
     load_runs,
     score_cell,
@@ -102,10 +103,10 @@ def plot_params_vs_score(
     tasks = list(tasks) if tasks else present
     if not tasks:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped)
-        raise ValueError(f"no runs of a known task to plot ({reasons or 'no runs given'})")
+        raise ReportError(f"no runs of a known task to plot ({reasons or 'no runs given'})")
     unknown = [t for t in tasks if t not in PRIMARY_METRIC]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}: expected some of {', '.join(TASK_ORDER)}")
+        raise ReportError(f"unknown task(s) {unknown}: expected some of {', '.join(TASK_ORDER)}")
     methods = [str(g.method.get("name", "?")) for g in groups] + [r.method for r in (*TABLE3, *TABLE4)]
     colors = _method_colors(methods)
     figure = Figure(figsize=(5.5 * len(tasks), 4.2))
@@ -169,11 +170,11 @@ def plot_rank_sweep(
     """
     Figure = _figure_class()
     if task not in PRIMARY_METRIC:
-        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASK_ORDER)}")
+        raise ReportError(f"unknown task {task!r}: expected one of {', '.join(TASK_ORDER)}")
     key = metric or PRIMARY_METRIC[task]
     if key not in COLUMNS or COLUMNS[key].task != task:
         valid = [k for k, c in COLUMNS.items() if c.task == task]
-        raise ValueError(f"metric {key!r} is not a {task} metric: expected one of {', '.join(valid)}")
+        raise ReportError(f"metric {key!r} is not a {task} metric: expected one of {', '.join(valid)}")
     column = COLUMNS[key]
     runs, skipped = load_runs(run_dirs)
     groups = [g for g in group_runs(runs) if g.task == task and g.method.get("name") == "lora"]
@@ -190,9 +191,9 @@ def plot_rank_sweep(
         label = f"{group.model_name} LoRA {targets}".strip()
         lines.setdefault(line_key, (label, []))[1].append((rank, cell.mean, cell.std or 0.0))
     paper_points = sorted(TABLE18_RANK_BLEU.items()) if include_paper and task == "e2e" and key == "bleu" else []
-    if not lines and not paper_points:
+    if not lines:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped)
-        raise ValueError(f"no scored LoRA runs of task {task!r} to plot{f' ({reasons})' if reasons else ''}")
+        raise ReportError(f"no scored LoRA runs of task {task!r} to plot{f' ({reasons})' if reasons else ''}")
     figure = Figure(figsize=(6.0, 4.2))
     ax = figure.subplots()
     labels = [label for label, _ in lines.values()]
@@ -216,3 +217,27 @@ def plot_rank_sweep(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return save_figure(figure, out, overwrite=overwrite)
+
+
+PLOT_KINDS = ("figure2", "rank", "all")
+
+
+def plot_command(run_dirs: Sequence[str | Path], out_dir: str | Path, *, kind: str = "all") -> list[Path]:
+    """``lora-ft plot``: ``<out_dir>/figure2.{png,svg}`` and/or ``<out_dir>/rank_sweep.{png,svg}``.
+
+    With ``kind="all"`` the rank plot is left out (not an error) when the runs hold no scored E2E LoRA runs.
+    Returns the files written.
+    """
+    if kind not in PLOT_KINDS:
+        raise ReportError(f"kind={kind!r}: expected one of {', '.join(PLOT_KINDS)}")
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    if kind in ("figure2", "all"):
+        paths += plot_params_vs_score(run_dirs, out_dir / "figure2")
+    if kind in ("rank", "all"):
+        try:
+            paths += plot_rank_sweep(run_dirs, out_dir / "rank_sweep", include_paper=True)
+        except ReportError:
+            if kind == "rank":
+                raise
+    return paths

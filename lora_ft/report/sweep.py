@@ -23,11 +23,16 @@ from __future__ import annotations
 import itertools
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+
+from lora_ft.results import ResultsError, read_results
+from lora_ft.schema import ConfigError
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,8 @@ class SweepRun:
     values: dict[str, Any]  # dotted key -> value, as set by this combination
 
 
-class SweepError(ValueError):
-    """The ``sweep:`` section is malformed."""
+class SweepError(ConfigError):
+    """The ``sweep:`` section is malformed (a config error: the CLI reports it without a traceback)."""
 
 
 def _get_dotted(config: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
@@ -162,8 +167,9 @@ def expand_sweep(raw_config: Mapping[str, Any], base_output_dir: str) -> list[Sw
     return runs
 
 
-def load_sweep(config_path: str | Path) -> tuple[dict[str, Any], list[SweepRun]]:
-    """Read a sweep config file and expand it under its own ``output.dir``."""
+def load_sweep(config_path: str | Path, overrides: Sequence[str] = ()) -> tuple[dict[str, Any], list[SweepRun]]:
+    """Read a sweep config file, apply command-line ``overrides`` (``key=value``, not to swept keys), and expand
+    it under its ``output.dir``."""
     path = Path(config_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -173,6 +179,14 @@ def load_sweep(config_path: str | Path) -> tuple[dict[str, Any], list[SweepRun]]
         raise SweepError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: expected a mapping at the top level")
+    if overrides:
+        from lora_ft.config import apply_overrides  # the same key=value parser as `lora-ft train`
+
+        swept = {key for choices in _axes(raw) for key in choices[0]}
+        clashing = [o for o in overrides if o.split("=", 1)[0] in swept]
+        if clashing:
+            raise SweepError(f"{path}: {', '.join(clashing)} set(s) a swept key; change the sweep: section instead")
+        raw = apply_overrides(raw, list(overrides))
     found, base = _get_dotted(raw, "output.dir")
     if not found or not isinstance(base, str) or not base:
         raise SweepError(f"{path}: a sweep needs 'output.dir' (the folder under which each run gets its own folder)")
@@ -182,18 +196,20 @@ def load_sweep(config_path: str | Path) -> tuple[dict[str, Any], list[SweepRun]]
         raise SweepError(f"{path}: {exc}") from exc
 
 
-def launch_commands(config_path: str | Path, runs: Sequence[SweepRun], accelerate: bool = False) -> list[str]:
+def _train_args(config_path: str | Path, run: SweepRun, extra_overrides: Sequence[str]) -> list[str]:
+    return ["train", "--config", str(config_path), *extra_overrides, *run.overrides, f"output.dir={run.output_dir}"]
+
+
+def launch_commands(
+    config_path: str | Path, runs: Sequence[SweepRun], accelerate: bool = False, extra_overrides: Sequence[str] = ()
+) -> list[str]:
     """One shell command per run (arguments quoted), for a cluster scheduler or a shell loop.
 
-    ``lora-ft train --config FILE key=value ... output.dir=DIR``, or with ``accelerate=True``
-    ``accelerate launch -m lora_ft train ...``.
+    ``lora-ft train --config FILE [extra overrides] key=value ... output.dir=DIR``, or with ``accelerate=True``
+    ``accelerate launch -m lora_ft train ...``. Each run still needs ``lora-ft eval --run DIR`` afterwards.
     """
-    prefix = ["accelerate", "launch", "-m", "lora_ft", "train"] if accelerate else ["lora-ft", "train"]
-    commands = []
-    for run in runs:
-        args = [*prefix, "--config", str(config_path), *run.overrides, f"output.dir={run.output_dir}"]
-        commands.append(shlex.join(args))
-    return commands
+    prefix = ["accelerate", "launch", "-m", "lora_ft"] if accelerate else ["lora-ft"]
+    return [shlex.join([*prefix, *_train_args(config_path, run, extra_overrides)]) for run in runs]
 
 
 def describe_sweep(runs: Sequence[SweepRun]) -> str:
@@ -206,9 +222,60 @@ def describe_sweep(runs: Sequence[SweepRun]) -> str:
     return "\n".join(lines)
 
 
-def sweep_command(config_path: str | Path, *, accelerate: bool = False, dry_run: bool = False) -> str:
-    """What ``lora-ft sweep`` prints: the listing with ``dry_run``, else one launch command per line."""
-    _, runs = load_sweep(config_path)
+def sweep_command(
+    config_path: str | Path, overrides: Sequence[str] = (), *, accelerate: bool = False, dry_run: bool = False
+) -> str:
+    """Text for ``lora-ft sweep``: the listing with ``dry_run``, else one launch command per line."""
+    _, runs = load_sweep(config_path, overrides)
     if dry_run:
         return describe_sweep(runs) + "\n"
-    return "\n".join(launch_commands(config_path, runs, accelerate)) + "\n"
+    return "\n".join(launch_commands(config_path, runs, accelerate, overrides)) + "\n"
+
+
+def _finished(output_dir: str) -> str | None:
+    """"trained" / "evaluated" if the run directory already holds a finished run, else None."""
+    try:
+        status = read_results(output_dir).status
+    except ResultsError:
+        return None
+    return status if status in ("trained", "evaluated") else None
+
+
+def run_sweep_command(
+    config_path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    dry_run: bool = False,
+    print_commands: bool = False,
+    accelerate: bool = False,
+) -> int:
+    """``lora-ft sweep``: list the runs (``dry_run``), print their commands (``print_commands``), or train them
+    one after another on this machine. Runs whose folder already holds a finished run are skipped, so an
+    interrupted sweep continues where it stopped. Returns the exit status (1 if any run failed).
+    """
+    _, runs = load_sweep(config_path, overrides)
+    if dry_run:
+        print(describe_sweep(runs))
+        return 0
+    if print_commands:
+        print("\n".join(launch_commands(config_path, runs, accelerate, overrides)))
+        return 0
+    # sys.executable rather than the `lora-ft` script: the same environment, whether or not it is on PATH.
+    prefix = [sys.executable, "-m", "lora_ft"]
+    if accelerate:
+        prefix = [sys.executable, "-m", "accelerate.commands.launch", "-m", "lora_ft"]
+    failed: list[str] = []
+    for index, run in enumerate(runs, start=1):
+        done = _finished(run.output_dir)
+        if done is not None:
+            print(f"[{index}/{len(runs)}] {run.name}: already {done} in {run.output_dir}, skipped", flush=True)
+            continue
+        argv = [*prefix, *_train_args(config_path, run, overrides)]
+        print(f"[{index}/{len(runs)}] {run.name}: {shlex.join(argv)}", flush=True)
+        if subprocess.call(argv) != 0:
+            failed.append(run.name)
+    print(f"sweep: {len(runs) - len(failed)} of {len(runs)} runs trained or already finished"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print("next: `lora-ft eval --run DIR --epochs all` for each run, then `lora-ft table --runs "
+          f"{Path(runs[0].output_dir).parent}`")
+    return 1 if failed else 0

@@ -7,6 +7,8 @@ The rules, in the order a reader needs them:
   with the same label get the differing config keys appended). Table 4 rows are "model + method +
   size": a row holds one configuration per task (WikiSQL, MNLI, SAMSum).
 - Trainable parameters are the counts MEASURED by the runs (``results.json``), never the paper's.
+- Scores: results.json stores fractions (BLEU 0.704, as the scorers print them); tables print the paper's
+  units (70.4; NIST and CIDEr as they are). CSV and JSON carry paper units too.
 - Each seed's score comes from one evaluation on the report split (E2E: test; WikiSQL: validation;
   MNLI: validation_matched; SAMSum: test; or ``split=``): with ``epoch="best"`` the evaluation with the
   highest primary metric (E2E BLEU, WikiSQL and MNLI accuracy, SAMSum ROUGE-L; the paper's practice,
@@ -53,6 +55,12 @@ Layout = Literal["auto", "table3", "table4"]
 Format = Literal["markdown", "latex", "csv", "json"]
 EpochChoice = Literal["best", "last", "best_val_loss"]
 LAYOUTS = ("auto", "table3", "table4")
+
+
+class ReportError(ValueError):
+    """The runs given cannot make the requested table, plot or analysis (the message says why and what to do)."""
+
+
 FORMATS = ("markdown", "latex", "csv", "json")
 EPOCH_CHOICES = ("best", "last", "best_val_loss")
 
@@ -64,23 +72,27 @@ EPOCH_CHOICES = ("best", "last", "best_val_loss")
 
 @dataclass(frozen=True)
 class MetricColumn:
-    """One metric column: which task it scores, the score names that feed it, how many decimals to print."""
+    """One metric column: which task it scores, the score names that feed it, how many decimals to print.
+
+    ``percent``: results.json holds a fraction in [0, 1] (as the scorers print it) and the paper prints it × 100.
+    """
 
     key: str
     header: str
     task: str
     aliases: tuple[str, ...]  # normalised score names (lower case, letters and digits only), in priority order
     decimals: int
+    percent: bool = True
 
 
 COLUMNS: dict[str, MetricColumn] = {
     c.key: c
     for c in (
         MetricColumn("bleu", "BLEU", "e2e", ("bleu",), 1),
-        MetricColumn("nist", "NIST", "e2e", ("nist",), 2),
+        MetricColumn("nist", "NIST", "e2e", ("nist",), 2, percent=False),
         MetricColumn("meteor", "MET", "e2e", ("meteor",), 1),
         MetricColumn("rouge_l", "ROUGE-L", "e2e", ("rougel",), 1),
-        MetricColumn("cider", "CIDEr", "e2e", ("cider", "ciderd"), 2),
+        MetricColumn("cider", "CIDEr", "e2e", ("cider", "ciderd"), 2, percent=False),
         MetricColumn(
             "wikisql_acc", "WikiSQL Acc.", "wikisql", ("lfaccuracy", "logicalformaccuracy", "lfacc", "accuracy", "acc"), 1
         ),
@@ -115,14 +127,25 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def lookup_score(scores: Mapping[str, float], column: MetricColumn) -> float | None:
-    """The score feeding ``column`` (names compared case- and punctuation-insensitively), or None."""
-    normalised = {_norm(k): v for k, v in scores.items()}
+def lookup_score(scores: Mapping[str, float], column: MetricColumn) -> tuple[float | None, str | None]:
+    """The score feeding ``column`` in the paper's units (fractions × 100), or (None, why not).
+
+    Score names are compared case- and punctuation-insensitively (``ROUGE_L`` == ``rougeL``).
+    """
+    normalised = {_norm(k): (k, v) for k, v in scores.items()}
     for alias in column.aliases:
-        value = normalised.get(alias)
-        if value is not None and isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-    return None
+        if alias not in normalised:
+            continue
+        name, value = normalised[alias]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return None, f"no usable {column.header} ({name}={value!r})"
+        if not column.percent:
+            return float(value), None
+        if not 0.0 <= value <= 1.0:
+            # A percentage stored where a fraction belongs would otherwise print 100x too large.
+            return None, f"{name}={value!r} is not a fraction in [0, 1] (results.json stores scores as the scorer prints them)"
+        return 100.0 * float(value), None
+    return None, f"not scored ({column.header})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,10 +313,10 @@ def select_evaluation(
     primary = COLUMNS[PRIMARY_METRIC[task]] if task in PRIMARY_METRIC else None
     if primary is None:
         return candidates[-1], None
-    scored = [(lookup_score(e.scores, primary), i) for i, e in enumerate(candidates)]
-    scored = [(v, i) for v, i in scored if v is not None]
+    looked_up = [lookup_score(e.scores, primary) for e in candidates]
+    scored = [(value, i) for i, (value, _) in enumerate(looked_up) if value is not None]
     if not scored:
-        return None, f"not scored ({primary.header})"
+        return None, looked_up[-1][1]
     # Highest primary metric; on ties the earliest evaluation.
     best_value = max(v for v, _ in scored)
     return candidates[min(i for v, i in scored if v == best_value)], None
@@ -350,9 +373,9 @@ def score_cell(group: ConfigGroup | None, column: MetricColumn, *, epoch: str = 
     cell.n_runs = len(group.runs)
     for run in group.runs:
         evaluation, reason = select_evaluation(run.results, column.task, epoch, split)
-        value = None if evaluation is None else lookup_score(evaluation.scores, column)
-        if evaluation is not None and value is None:
-            reason = f"not scored ({column.header})"
+        value = None
+        if evaluation is not None:
+            value, reason = lookup_score(evaluation.scores, column)
         if value is None:
             cell.reasons.append(reason or "no score")
             cell.problems.append(f"{run.seed_label}: {reason}")
@@ -824,7 +847,7 @@ def choose_layout(groups: Sequence[ConfigGroup]) -> str:
         return "table3"
     if tasks and tasks <= set(TASKS_TABLE4):
         return "table4"
-    raise ValueError(
+    raise ReportError(
         f"cannot choose a layout for runs of tasks {sorted(tasks)}: Table 3 is E2E, Table 4 is WikiSQL/MNLI/SAMSum; "
         "pass layout='table3' or 'table4' (runs of other tasks are then left out) or give fewer run directories"
     )
@@ -855,7 +878,7 @@ def build_table(
     runs, skipped = load_runs(run_dirs)
     if not runs:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped) or "no paths given"
-        raise ValueError(f"no readable runs ({reasons})")
+        raise ReportError(f"no readable runs ({reasons})")
     groups = group_runs(runs)
     if layout == "auto":
         layout = choose_layout(groups)
@@ -865,7 +888,7 @@ def build_table(
             skipped.extend(Skipped(r.run_dir, f"task {group.task!r} is not in the {layout} layout") for r in group.runs)
     rows = build_rows(groups, layout, epoch=epoch, split=split)
     if not rows:
-        raise ValueError(f"none of the runs belongs in {layout} (tasks {', '.join(tasks)})")
+        raise ReportError(f"none of the runs belongs in {layout} (tasks {', '.join(tasks)})")
     decimals = {k: (COLUMNS[k].decimals if digits is None else digits) for k in LAYOUT_COLUMNS[layout]}
     _mark_best(rows, decimals)
     if fmt == "markdown":

@@ -111,8 +111,10 @@ def test_analyze_runs_writes_heatmaps_and_json(tmp_path: Path):
     run_a, run_b = _lora_run(tmp_path, "r2", 2, 16), _lora_run(tmp_path, "r4", 4, 16)
     base = {k: rng.normal(size=(d, d)) for k in keys}
     out = tmp_path / "analysis"
-    report = analyze_runs(run_a, run_b, out, layers=[0, 10], base_weights=base,
-                          factor_loader=lambda run_dir: factors[run_dir.name])
+    written = analyze_runs(run_a, run_b, out, layers=[0, 10], base_weights=base,
+                           factor_loader=lambda run_dir: factors[run_dir.name])
+    assert written[0] == out / "analysis.json" and len(written) == 1 + 4
+    report = json.loads(written[0].read_text())
     assert list(report["weights"]) == [k for k in keys if ".h.1." not in k]
     key = "transformer.h.10.attn.c_attn:v"
     entry = report["weights"][key]
@@ -120,7 +122,54 @@ def test_analyze_runs_writes_heatmaps_and_json(tmp_path: Path):
     a, b = factors["r2"][key]
     expected = amplification_factor((16 / 2) * (b.numpy() @ a.numpy()), base[key])
     assert entry["amplification"]["a"]["factor"] == pytest.approx(expected)
-    on_disk = json.loads((out / "analysis.json").read_text())
-    np.testing.assert_allclose(on_disk["weights"][key]["similarity"], entry["similarity"])
     with Image.open(out / entry["heatmap"]) as image:
         assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
+
+
+def test_analyze_real_lora_runs_of_a_tiny_gpt2(tmp_path: Path):
+    """End to end with the project's own LoRA checkpoints and base-model loading (a local random GPT-2)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lora_ft.build import adapted_model
+    from lora_ft.checkpoint import save_trained
+    from lora_ft.config import config_from_dict
+    from lora_ft.methods.lora import lora_factors
+
+    torch.manual_seed(0)
+    d = 32
+    base_dir = tmp_path / "tiny-gpt2"
+    base = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=d, n_head=2, vocab_size=100, n_positions=64,
+                                      bos_token_id=0, eos_token_id=0))
+    base.save_pretrained(base_dir)
+    c_attn = base.transformer.h[1].attn.c_attn.weight.detach().double().numpy()  # Conv1D: (in, 3d) = [q | k | v]
+    runs, factors = {}, {}
+    for rank in (2, 4):
+        run_dir = tmp_path / f"r{rank}"
+        cfg = config_from_dict({"model": {"name_or_path": str(base_dir)}, "task": {"name": "e2e"},
+                                "method": {"name": "lora", "rank": rank, "alpha": 8, "targets": ["q", "v"]},
+                                "output": {"dir": str(run_dir)}})
+        model = adapted_model(cfg).model
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.normal_()  # a "trained" update: B != 0
+        save_trained(model, "lora", run_dir)
+        results = RunResults.start(run_dir.name, cfg.to_dict())
+        results.status = "trained"
+        write_results(run_dir, results)
+        runs[rank] = run_dir
+        factors[rank] = {k: (a.double().numpy(), b.double().numpy()) for k, (a, b) in lora_factors(model).items()}
+    written = analyze_runs(runs[2], runs[4], tmp_path / "out")
+    report = json.loads(written[0].read_text())
+    key = "transformer.h.1.attn.c_attn:v"
+    assert list(report["weights"]) == [f"transformer.h.{i}.attn.c_attn:{w}" for i in (0, 1) for w in ("q", "v")]
+    np.testing.assert_allclose(report["weights"][key]["similarity"], similarity_grid(factors[2][key][0], factors[4][key][0]))
+    # By hand: W_v is the last third of c_attn's output columns; dW = (alpha / r) B A; project W on dW's top-r directions.
+    w_v = c_attn[:, 2 * d :].T
+    a, b = factors[2][key]
+    delta = (8 / 2) * (b @ a)
+    u, _, vh = np.linalg.svd(delta)
+    expected = np.linalg.norm(delta) / np.linalg.norm(u[:, :2].T @ w_v @ vh[:2].T)
+    assert report["weights"][key]["amplification"]["a"]["factor"] == pytest.approx(expected)
+    assert report["weights"][key]["amplification"]["b"]["rank"] == 4
+    assert report["notes"] == []

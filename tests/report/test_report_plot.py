@@ -14,7 +14,7 @@ from lora_ft.report.plot import plot_params_vs_score, plot_rank_sweep
 
 
 def _scores(bleu: float) -> dict[str, float]:
-    return {"BLEU": bleu, "NIST": 8.5, "METEOR": 46.0, "ROUGE_L": 71.0, "CIDEr": 2.4}
+    return {"BLEU": bleu / 100, "NIST": 8.5, "METEOR": 0.46, "ROUGE_L": 0.71, "CIDEr": 2.4}
 
 
 @pytest.fixture
@@ -69,3 +69,15 @@ def test_missing_matplotlib_is_a_clear_error(sweep_runs, tmp_path: Path, monkeyp
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes `from matplotlib.figure import ...` fail
     with pytest.raises(RuntimeError, match="pip install matplotlib"):
         plot_rank_sweep(sweep_runs, tmp_path / "x")
+
+
+def test_plot_command_kinds(make_run, tmp_path: Path):
+    from lora_ft.report.plot import plot_command
+    from lora_ft.report.table import ReportError
+
+    adapter = make_run("adl", seed=1, method={"name": "adapter_l", "bottleneck": 6},
+                       evaluations=[("test", 1, _scores(66.0))], trainable=368_784)
+    paths = plot_command([adapter], tmp_path / "plots")  # kind="all": no LoRA runs, so no rank plot
+    assert [p.name for p in paths] == ["figure2.png", "figure2.svg"]
+    with pytest.raises(ReportError, match="no scored LoRA runs"):
+        plot_command([adapter], tmp_path / "plots", kind="rank")

@@ -101,3 +101,35 @@ def test_bad_sweeps_are_clear_errors():
         expand_sweep({**_base(), "sweep": {"method.rank": [1], "g": [{"method.rank": 2}]}}, "runs/x")
     with pytest.raises(SweepError, match="share output folders"):
         expand_sweep({**_base(), "sweep": {"method.name": ["a/b", "a_b"]}}, "runs/x")
+
+
+def test_run_sweep_command_lists_prints_and_runs(tmp_path: Path, capsys, monkeypatch):
+    from lora_ft.report import sweep as sweep_module
+    from lora_ft.results import RunResults, write_results
+
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"name_or_path": "gpt2"}, "task": {"name": "e2e"}, "method": {"name": "lora", "rank": 4},
+        "training": {"seed": 1, "epochs": 5}, "output": {"dir": str(tmp_path / "runs")},
+        "sweep": {"method.rank": [1, 2], "training.seed": [1, 2]},
+    }))
+    assert sweep_module.run_sweep_command(config, ["training.epochs=1"], dry_run=True) == 0
+    assert capsys.readouterr().out.startswith("4 runs")
+    assert sweep_module.run_sweep_command(config, ["training.epochs=1"], print_commands=True) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and shlex.split(lines[0])[4:] == [
+        "training.epochs=1", "method.rank=1", "training.seed=1", f"output.dir={tmp_path / 'runs'}/rank1-seed1"]
+    with pytest.raises(SweepError, match="swept key"):
+        sweep_module.run_sweep_command(config, ["method.rank=8"], dry_run=True)
+
+    # Running: finished runs are skipped, the others launched one by one; a failure gives exit status 1.
+    done = RunResults.start("rank1-seed1", {"training": {"seed": 1}})
+    done.status = "evaluated"
+    write_results(tmp_path / "runs" / "rank1-seed1", done)
+    calls = []
+    monkeypatch.setattr(sweep_module.subprocess, "call", lambda argv: calls.append(argv) or (1 if "seed=2" in argv[-2] else 0))
+    assert sweep_module.run_sweep_command(config) == 1
+    out = capsys.readouterr().out
+    assert "rank1-seed1: already evaluated" in out and "failed: rank1-seed2, rank2-seed2" in out
+    assert len(calls) == 3 and calls[0][1:4] == ["-m", "lora_ft", "train"]
+    assert calls[0][-3:] == ["method.rank=2", "training.seed=1", f"output.dir={tmp_path / 'runs'}/rank2-seed1"]

@@ -1,0 +1,249 @@
+"""E2E NLG scoring that reproduces the official scorer (tuetschek/e2e-metrics ``measure_scores.py REF PRED -p``).
+
+Per metric (see /work/shared/reference/metrics.md for how each was checked against the official scorer):
+
+- BLEU: sacrebleu corpus BLEU on the raw text, case-insensitive, 13a tokenisation, multi-reference with padded
+  reference streams. This is the official Python MT-Eval BLEU.
+- NIST: :func:`lora_ft.metrics.nist.corpus_nist`, a port of the official Python MT-Eval NIST-5.
+- METEOR: METEOR 1.5, the jar shipped in the pycocoevalcap wheel, run by Java with the COCO scorer's options.
+- ROUGE_L, CIDEr: pycocoevalcap's ``Rouge`` and ``Cider``.
+
+METEOR, ROUGE_L and CIDEr see the captions the way the COCO scorer does: PTB-tokenised, lower-cased, punctuation
+dropped, references and predictions each tokenised as one batch in segment order
+(:mod:`lora_ft.metrics.ptb_tokenizer`, a pure-Python port of the Java tokenizer the COCO scripts call).
+
+BLEU, METEOR and ROUGE_L are returned × 100 (the LoRA paper's scale), NIST and CIDEr as they are.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from importlib.util import find_spec
+from pathlib import Path
+
+import sacrebleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+
+from lora_ft.metrics.nist import corpus_nist
+from lora_ft.metrics.ptb_tokenizer import coco_tokenize_batch
+
+__all__ = [
+    "MeteorUnavailableError",
+    "score_e2e",
+    "meteor_score",
+    "read_references",
+    "read_predictions",
+    "write_references",
+    "write_predictions",
+]
+
+E2E_METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
+
+
+class MeteorUnavailableError(RuntimeError):
+    """METEOR needs Java (and the jar from the pycocoevalcap wheel); there is no honest substitute."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files in the official scorer's plain-text formats
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def read_references(path: str | Path) -> list[list[str]]:
+    """Read references as the official scorer does: one per line, the references of one MR grouped together,
+    groups separated by a blank line.
+
+    Lines are stripped. Several blank lines in a row count as one separator. As in the official scorer, a file
+    without any blank line is read as one reference per MR.
+    """
+    groups: list[list[str]] = [[]]
+    with open(path, encoding="utf-8-sig") as handle:
+        for line in handle:
+            line = line.strip()
+            if line:
+                groups[-1].append(line)
+            elif groups[-1]:
+                groups.append([])
+    if not groups[-1]:
+        groups.pop()
+    if len(groups) == 1:  # no blank line: a single-reference file
+        groups = [[ref] for ref in groups[0]]
+    return groups
+
+
+def read_predictions(path: str | Path) -> list[str]:
+    """Read system outputs as the official scorer does: one per line (stripped), blank lines included."""
+    with open(path, encoding="utf-8-sig") as handle:
+        return [line.strip() for line in handle]
+
+
+def write_references(path: str | Path, groups: Sequence[Sequence[str]]) -> None:
+    """Write reference groups in the official format (one per line, a blank line between groups)."""
+    blocks = []
+    for index, group in enumerate(groups):
+        refs = [_single_line(ref, f"reference group {index}") for ref in group]
+        if not refs or any(not ref for ref in refs):
+            raise ValueError(
+                f"reference group {index} is empty or holds an empty reference; the blank-line format cannot "
+                "represent that"
+            )
+        blocks.append("\n".join(refs))
+    Path(path).write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+
+
+def write_predictions(path: str | Path, lines: Sequence[str]) -> None:
+    """Write system outputs in the official format (one per line)."""
+    text = "".join(_single_line(line, f"prediction {i}") + "\n" for i, line in enumerate(lines))
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def _single_line(text: str, what: str) -> str:
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"{what} contains a line break ({text!r}); join or strip it before writing")
+    return text.strip()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# METEOR 1.5 through the jar
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _meteor_jar() -> Path:
+    spec = find_spec("pycocoevalcap.meteor.meteor")  # pycocoevalcap is a namespace package: locate the module
+    if spec is None or spec.origin is None:
+        raise MeteorUnavailableError("METEOR needs the pycocoevalcap package (pip install pycocoevalcap)")
+    jar = Path(spec.origin).parent / "meteor-1.5.jar"
+    if not jar.is_file() or not (jar.parent / "data" / "paraphrase-en.gz").is_file():
+        raise MeteorUnavailableError(f"METEOR 1.5 jar or its paraphrase table is missing next to {jar}")
+    return jar
+
+
+def meteor_score(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Corpus METEOR 1.5 (``-l en -norm``), as pycocoevalcap's ``Meteor`` computes it, on already tokenised text.
+
+    Same command, options and SCORE/EVAL protocol as ``pycocoevalcap.meteor.meteor.Meteor``. It is driven here
+    rather than through that class because the class starts Java in its constructor and leaves the process to
+    ``__del__``, which deadlocks when scoring failed while holding its lock; here the process is always closed
+    and a failure says what Java printed.
+    """
+    java = shutil.which("java")
+    if java is None:
+        raise MeteorUnavailableError(
+            "METEOR needs a Java runtime on the PATH and none was found. Install one (for example "
+            "`apt-get install default-jre-headless`) or score without METEOR (meteor=False)."
+        )
+    jar = _meteor_jar()
+    command = [java, "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"]
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            command, cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+        )
+        assert process.stdin is not None and process.stdout is not None
+        try:
+
+            def ask(line: str) -> str:
+                process.stdin.write((line + "\n").encode())
+                process.stdin.flush()
+                return read()
+
+            def read() -> str:
+                answer = process.stdout.readline().decode().strip()
+                if not answer:
+                    raise RuntimeError("no answer")
+                return answer
+
+            stats = []
+            for hypothesis, refs in zip(hypotheses, references):
+                hypothesis = hypothesis.replace("|||", "").replace("  ", " ")
+                stats.append(ask(" ||| ".join(("SCORE", " ||| ".join(refs), hypothesis))))
+            process.stdin.write(("EVAL ||| " + " ||| ".join(stats) + "\n").encode())
+            process.stdin.flush()
+            for _ in stats:  # per-segment scores, not needed
+                read()
+            score = float(read())
+        except (RuntimeError, OSError, ValueError) as error:
+            process.kill()
+            process.wait()
+            stderr.seek(0)
+            message = stderr.read().decode(errors="replace").strip()[-2000:]
+            raise RuntimeError(f"METEOR (java -jar {jar}) failed: {error}; Java said: {message or '(nothing)'}") from None
+        finally:
+            if process.poll() is None:
+                process.stdin.close()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+    return score
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# All five metrics
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _check_inputs(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> None:
+    if isinstance(predictions, str) or isinstance(references, str):
+        raise TypeError("predictions must be a sequence of strings and references a sequence of string sequences")
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"{len(predictions)} prediction lines but {len(references)} reference groups: there must be one "
+            "prediction per MR, in the order of the reference groups"
+        )
+    for index, (prediction, refs) in enumerate(zip(predictions, references)):
+        if not isinstance(prediction, str):
+            raise TypeError(f"prediction {index} is {type(prediction).__name__}, not str")
+        if isinstance(refs, str) or len(refs) == 0:
+            raise ValueError(f"reference group {index} must be a non-empty list of strings, got {refs!r}")
+        if not all(isinstance(ref, str) for ref in refs):
+            raise TypeError(f"reference group {index} holds a non-string")
+
+
+def _bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Official Python MT-Eval BLEU through sacrebleu (fraction, not × 100)."""
+    # Variable numbers of references: one stream per reference position, padded with None (sacrebleu skips None).
+    width = max(len(refs) for refs in references)
+    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(width)]
+    # floor smoothing with 1e-15 is what pymteval does for an n-gram order without matches (its "TINY").
+    bleu = sacrebleu.corpus_bleu(
+        list(predictions), streams, lowercase=True, tokenize="13a", smooth_method="floor", smooth_value=1e-15
+    )
+    return bleu.score / 100.0
+
+
+def score_e2e(
+    predictions: Sequence[str], references: Sequence[Sequence[str]], *, meteor: bool = True
+) -> dict[str, float]:
+    """Score E2E outputs exactly as the official scorer (``measure_scores.py -p``) does.
+
+    ``predictions``: one output per MR; ``references``: the references of each MR, in the same order.
+    Returns ``{"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}`` with BLEU, METEOR, ROUGE_L × 100. With
+    ``meteor=False`` the METEOR key is absent; without Java, asking for METEOR raises MeteorUnavailableError.
+    """
+    _check_inputs(predictions, references)
+    if len(predictions) == 0:
+        raise ValueError("nothing to score: no predictions and no references")
+    scores: dict[str, float] = {
+        "BLEU": 100.0 * _bleu(predictions, references),
+        "NIST": corpus_nist(predictions, references),
+    }
+    # The COCO scorer tokenises all references in one batch and all predictions in another, in segment order.
+    flat_refs = coco_tokenize_batch([ref for refs in references for ref in refs])
+    tokenized_preds = coco_tokenize_batch(predictions)
+    gts: dict[int, list[str]] = {}
+    res: dict[int, list[str]] = {}
+    start = 0
+    for index, refs in enumerate(references):
+        gts[index] = flat_refs[start : start + len(refs)]
+        res[index] = [tokenized_preds[index]]
+        start += len(refs)
+    if meteor:
+        scores["METEOR"] = 100.0 * meteor_score([res[i][0] for i in res], [gts[i] for i in gts])
+    scores["ROUGE_L"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
+    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    return {name: scores[name] for name in E2E_METRICS if name in scores}
