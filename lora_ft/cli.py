@@ -36,7 +36,7 @@ def cmd_eval(args) -> int:
     if args.run:
         from .evaluate import evaluate_run
 
-        evaluations = evaluate_run(args.run, split=args.split, epochs=args.epochs)
+        evaluations = evaluate_run(args.run, split=args.split, epochs=args.epochs, base=args.base)
         for ev in evaluations:
             print(json.dumps(ev.scores) if args.json else f"{ev.split} epoch {ev.epoch}: " + _format_scores(ev.scores))
         return 0
@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="run directory to decode and score")
     p.add_argument("--split", help="validation | test (default: decoding.split)")
     p.add_argument("--epochs", default="last", help="last (final weights) | best (lowest validation loss) | all | N")
+    p.add_argument("--base", action="store_true", help="score the untrained base model of the run's config (epoch 0)")
     p.add_argument("--task", help="score files without a model: the task whose metrics to use (e2e, samsum, ...)")
     p.add_argument("--predictions", help="one prediction per line")
     p.add_argument("--references", help="E2E: references grouped by blank lines; others: one per line")

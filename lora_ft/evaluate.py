@@ -15,9 +15,9 @@ import torch
 from .build import adapted_model
 from .checkpoint import TRAINED_FILE, load_trained
 from .config import RunConfig, load_config
-from .data import encode_prompt
+from .data import VirtualTokens, encode_prompt
 from .generate import BeamSearchConfig, beam_search, decode_completion
-from .models.loading import load_tokenizer
+from .models.loading import load_model, load_tokenizer
 from .results import Evaluation, read_results, write_results, write_text_atomic
 from .tasks import get_task
 from .train import CHECKPOINTS_DIR, CONFIG_FILE, virtual_tokens_for
@@ -58,13 +58,17 @@ def resolve_epochs(run_dir: Path, which: str) -> list[int | None]:
     return [int(which)]
 
 
-def evaluate_run(run_dir: str | Path, *, split: str | None = None, epochs: str = "last", device: str | None = None) -> list[Evaluation]:
+def evaluate_run(
+    run_dir: str | Path, *, split: str | None = None, epochs: str = "last", base: bool = False, device: str | None = None
+) -> list[Evaluation]:
+    """Decode and score the run's weights of each chosen epoch; with `base`, the untrained base model instead
+    (recorded as epoch 0), the reference point that shows what training added."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
     split = split or cfg.decoding.split
     task = get_task(cfg.task)
     task.check_source()
-    chosen = resolve_epochs(run_dir, epochs)
+    chosen = [0] if base else resolve_epochs(run_dir, epochs)
     results = read_results(run_dir)
     examples = task.load(split)
     items = task.eval_items(examples)
@@ -78,13 +82,16 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, epochs: str =
 
     evaluations = []
     for epoch in chosen:
-        adapted = adapted_model(cfg)
-        model = adapted.model
-        load_trained(model, weights_dir(run_dir, epoch))
-        if adapted.method.mergeable:
-            adapted.method.merge(model)  # zero-latency inference: W = W0 + (alpha/r) B A
+        if epoch == 0:
+            model, virtual = load_model(cfg.model), VirtualTokens()
+        else:
+            adapted = adapted_model(cfg)
+            model = adapted.model
+            load_trained(model, weights_dir(run_dir, epoch))
+            if adapted.method.mergeable:
+                adapted.method.merge(model)  # zero-latency inference: W = W0 + (alpha/r) B A
+            virtual = virtual_tokens_for(adapted.method, model)
         model.to(device).eval()
-        virtual = virtual_tokens_for(adapted.method, model)
         prompts = [encode_prompt(tokenizer, i.context, separator_eos=task.separator_eos, virtual=virtual) for i in items]
         beam = BeamSearchConfig(
             num_beams=cfg.decoding.num_beams,
@@ -99,7 +106,7 @@ def evaluate_run(run_dir: str | Path, *, split: str | None = None, epochs: str =
         predictions = [decode_completion(tokenizer, ids) for ids in outputs]
         seconds = time.time() - start
         scores = task.score(predictions, items)
-        label = "final" if epoch is None else f"epoch{epoch}"
+        label = {None: "final", 0: "base"}.get(epoch, f"epoch{epoch}")
         predictions_file = f"predictions-{split}-{label}.txt"
         write_text_atomic(run_dir / predictions_file, "\n".join(predictions) + "\n", overwrite=True)
         final_epoch = results.epochs[-1].epoch if results.epochs else None

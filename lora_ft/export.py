@@ -83,21 +83,24 @@ def peft_lora_config(model: nn.Module, method: Method):
 
     layers = lora_layers(model)
     # Per module: rank' = n*r and alpha' = n*alpha, n = slices sharing the module (scaling alpha'/r' = alpha/r).
-    shapes = {name: (layer.lora_A.shape[0], layer.scaling * layer.lora_A.shape[0]) for name, layer in layers.items()}
-    (rank, alpha), _ = Counter(shapes.values()).most_common(1)[0]
+    shapes = {
+        name: (len(layer.slice_names) * layer.rank, len(layer.slice_names) * method.config.alpha)
+        for name, layer in layers.items()
+    }
+    (rank, alpha), _ = Counter(shapes.values()).most_common(1)[0]  # the common case is the default, the rest patterns
     # Patterns are regexes matched against the module path's end: escape the path so it matches that module alone.
-    rank_pattern = {re.escape(name): r for name, (r, _) in shapes.items() if r != rank}
-    alpha_pattern = {re.escape(name): a for name, (_, a) in shapes.items() if a != alpha}
+    rank_pattern = {re.escape(name): int(r) for name, (r, _) in shapes.items() if r != rank}
+    alpha_pattern = {re.escape(name): _number(a) for name, (_, a) in shapes.items() if a != alpha}
     conv1d = {layer.is_conv1d for layer in layers.values()}
     if len(conv1d) > 1:  # peft keeps one fan_in_fan_out per adapter
         raise ExportError("LoRA on both Conv1D and Linear modules cannot be written as one peft adapter")
     return PeftLoraConfig(
         r=int(rank),
         lora_alpha=_number(alpha),
-        lora_dropout=float(getattr(method.config, "dropout", 0.0)),
+        lora_dropout=float(method.config.dropout),
         target_modules=sorted(layers),
-        rank_pattern={k: int(v) for k, v in rank_pattern.items()},
-        alpha_pattern={k: _number(v) for k, v in alpha_pattern.items()},
+        rank_pattern=rank_pattern,
+        alpha_pattern=alpha_pattern,
         fan_in_fan_out=conv1d.pop(),  # GPT-2's Conv1D stores its weight (in, out)
         bias="none",
         init_lora_weights=True,  # overwritten below; True avoids peft's costlier inits
@@ -105,6 +108,7 @@ def peft_lora_config(model: nn.Module, method: Method):
 
 
 def _number(x: float) -> int | float:
+    """32.0 -> 32: peft's config declares lora_alpha an int; keep a fractional alpha as it is."""
     return int(x) if float(x).is_integer() else float(x)
 
 
@@ -120,7 +124,7 @@ def export_peft(model: nn.Module, method: Method, arch: Architecture, out_dir: s
     if method.name != "lora" or not layers:
         raise ExportError(
             f"peft export is for LoRA; this model was adapted with {method.name!r}. "
-            "BitFit and FT can be exported with export_merged (lora-ft export --merged)."
+            "BitFit and FT can be exported with export_merged (lora-ft export --format merged)."
         )
     merged = [name for name, layer in layers.items() if layer.merged]
     if merged:

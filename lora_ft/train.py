@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import resource
 import shutil
@@ -140,7 +141,10 @@ class Trainer:
         self.task.check_source()
 
         log_with = "tensorboard" if _has_tensorboard() else None
+        # Without a GPU, Accelerate only forms a multi-process (gloo) group when told to use the CPU.
+        distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
+            cpu=distributed_cpu,
             mixed_precision=t.mixed_precision,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True),
@@ -267,14 +271,23 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Token-mean cross-entropy on the validation split, without label smoothing (a plain NLL)."""
+        """Token-mean cross-entropy on the validation split, without label smoothing (a plain NLL).
+
+        Per-example sums go through `gather_for_metrics`, which drops the samples Accelerate repeats to even out the
+        last batch over processes: the value does not depend on the number of processes."""
         self.model.eval()
         loss_total, token_total = 0.0, 0
         for batch in self.valid_loader:
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss_sum, tokens = completion_loss(logits, batch["labels"], 0.0)
-            loss_total += float(self.accelerator.gather(loss_sum).sum())
-            token_total += int(self.accelerator.gather(tokens).sum())
+            labels = batch["labels"][:, 1:]
+            token_losses = F.cross_entropy(
+                logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
+            )
+            example_losses, example_tokens = self.accelerator.gather_for_metrics(
+                (token_losses.sum(dim=1), (labels != -100).sum(dim=1))
+            )
+            loss_total += float(example_losses.sum())
+            token_total += int(example_tokens.sum())
         self.model.train()
         return loss_total / max(token_total, 1)
 

@@ -7,24 +7,19 @@ test once per family / method; parametrize them directly in a test to narrow the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
-import torch
-from transformers import (
-    AutoModelForCausalLM,
-    GPT2Config,
-    GPTJConfig,
-    GPTNeoXConfig,
-    LlamaConfig,
-    OPTConfig,
-    PretrainedConfig,
-)
 
-from lora_ft.methods import method_class
-from lora_ft.methods.base import Method
-from lora_ft.models import Architecture, architecture_for
+if TYPE_CHECKING:
+    import torch
+
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the threads' synchronisation made
+# these tests 2-3x slower (measured: 34 s vs 13 s of CPU for tests/methods + test_export.py). Set before torch loads;
+# torch and transformers are imported lazily so that tests which need neither (config, report) start fast.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()  # /work/shared when the repo is /work/main
@@ -62,8 +57,10 @@ class TinyModels:
     }
 
     @staticmethod
-    def config(family: str) -> PretrainedConfig:
-        """A 2-block, hidden-32 config of `family`, dropout off (tests compare outputs exactly)."""
+    def config(family: str):
+        """A 2-block, hidden-32 transformers config of `family`, dropout off (tests compare outputs exactly)."""
+        from transformers import GPT2Config, GPTJConfig, GPTNeoXConfig, LlamaConfig, OPTConfig
+
         common = {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
         if family == "gpt2":
             return GPT2Config(
@@ -95,12 +92,19 @@ class TinyModels:
     @classmethod
     def model(cls, family: str, seed: int = 0) -> torch.nn.Module:
         """A tiny random model of `family` in eval mode; the same seed gives the same weights."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
         torch.manual_seed(seed)
         return AutoModelForCausalLM.from_config(cls.config(family)).eval()
 
     @classmethod
-    def adapt(cls, family: str, method_name: str, seed: int = 0, **method_kwargs) -> tuple[torch.nn.Module, Method, Architecture]:
-        """A tiny model with `method_name` applied; its config from `method_kwargs` (default: `method_kwargs[name]`)."""
+    def adapt(cls, family: str, method_name: str, seed: int = 0, **method_kwargs):
+        """(model, method, arch): a tiny model with `method_name` applied, in eval mode; the method's config from
+        `method_kwargs` (default: `TinyModels.method_kwargs[method_name]`)."""
+        from lora_ft.methods import method_class
+        from lora_ft.models import architecture_for
+
         model = cls.model(family, seed)
         arch = architecture_for(model)
         method_cls = method_class(method_name)
@@ -112,6 +116,8 @@ class TinyModels:
     @staticmethod
     def perturb(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> None:
         """Add noise to every trainable tensor: zero-initialised ones (LoRA B, adapter up) become nonzero."""
+        import torch
+
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in model.parameters():
@@ -121,6 +127,8 @@ class TinyModels:
     @staticmethod
     def ids(batch: int = 2, length: int = 7, seed: int = 0, low: int = 3) -> torch.Tensor:
         """Random real token ids (>= `low`, so the special ids 0..2 never occur)."""
+        import torch
+
         return torch.randint(low, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 

@@ -112,8 +112,11 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch, checkpoin
 
 @pytest.mark.slow
 def test_two_processes_follow_the_one_process_loss_curve(tmp_path):
-    """`accelerate launch --cpu --num_processes 2`: same global batch, same losses and weights (dropout off: its
-    random draws are per process)."""
+    """Two CPU processes under `accelerate launch` give the same losses and weights as one with the same global batch
+    (dropout off: its random draws are per process).
+
+    Note: accelerate 1.15's `--cpu --num_processes 2` silently starts ONE process (its simple launcher); on a machine
+    without GPUs, `--multi_gpu --num_processes 2` runs torchrun, and Accelerate then uses gloo on the CPU (MULTI_CPU)."""
     runs = {}
     for procs in (1, 2):
         config = tiny_config(tmp_path / f"p{procs}")
@@ -121,7 +124,8 @@ def test_two_processes_follow_the_one_process_loss_curve(tmp_path):
         path = tmp_path / f"p{procs}.yaml"
         path.write_text(yaml.safe_dump(config))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(procs),
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu" if procs > 1 else "--cpu",
+               "--num_processes", str(procs),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "lora_ft", "train", "--config", str(path)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)

@@ -3,9 +3,10 @@
 Per metric (see /work/shared/reference/metrics.md for how each was checked against the official scorer):
 
 - BLEU: sacrebleu corpus BLEU on the raw text, case-insensitive, 13a tokenisation, multi-reference with padded
-  reference streams. This is the official Python MT-Eval BLEU.
+  reference streams. This is the official Python MT-Eval BLEU (for outputs of 4 tokens or more, see ``_bleu``).
 - NIST: :func:`lora_ft.metrics.nist.corpus_nist`, a port of the official Python MT-Eval NIST-5.
-- METEOR: METEOR 1.5, the jar shipped in the pycocoevalcap wheel, run by Java with the COCO scorer's options.
+- METEOR: METEOR 1.5, the jar shipped in the pycocoevalcap wheel, run by Java with the COCO scorer's options
+  (one Java process, started on first use and kept: loading its paraphrase table takes several seconds).
 - ROUGE_L, CIDEr: pycocoevalcap's ``Rouge`` and ``Cider``.
 
 METEOR, ROUGE_L and CIDEr see the captions the way the COCO scorer does: PTB-tokenised, lower-cased, punctuation
@@ -17,9 +18,12 @@ BLEU, METEOR and ROUGE_L are returned × 100 (the LoRA paper's scale), NIST and 
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
@@ -35,6 +39,7 @@ __all__ = [
     "MeteorUnavailableError",
     "score_e2e",
     "meteor_score",
+    "close_meteor",
     "read_references",
     "read_predictions",
     "write_references",
@@ -122,64 +127,111 @@ def _meteor_jar() -> Path:
     return jar
 
 
-def meteor_score(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    """Corpus METEOR 1.5 (``-l en -norm``), as pycocoevalcap's ``Meteor`` computes it, on already tokenised text.
+class _MeteorProcess:
+    """One ``java -jar meteor-1.5.jar - - -stdio -l en -norm`` process, as pycocoevalcap's ``Meteor`` starts it.
 
-    Same command, options and SCORE/EVAL protocol as ``pycocoevalcap.meteor.meteor.Meteor``. It is driven here
-    rather than through that class because the class starts Java in its constructor and leaves the process to
-    ``__del__``, which deadlocks when scoring failed while holding its lock; here the process is always closed
-    and a failure says what Java printed.
+    The SCORE/EVAL protocol is pycocoevalcap's. It is driven here rather than through that class because the
+    class leaves its Java process to ``__del__``, which deadlocks when scoring failed while holding its lock,
+    and because the process is worth keeping: Java spends most of METEOR's time (several seconds) loading the
+    paraphrase table, and each request is answered from the request alone, so one process serves any number
+    of corpora.
     """
-    java = shutil.which("java")
-    if java is None:
-        raise MeteorUnavailableError(
-            "METEOR needs a Java runtime on the PATH and none was found. Install one (for example "
-            "`apt-get install default-jre-headless`) or score without METEOR (meteor=False)."
+
+    def __init__(self) -> None:
+        java = shutil.which("java")
+        if java is None:
+            raise MeteorUnavailableError(
+                "METEOR needs a Java runtime on the PATH and none was found. Install one (for example "
+                "`apt-get install default-jre-headless`) or score without METEOR (meteor=False)."
+            )
+        self.jar = _meteor_jar()
+        # -XX:+UseSerialGC: half the memory of the default collector for this single-threaded job; scores are
+        # unaffected (the garbage collector cannot change what the program computes).
+        command = [java, "-XX:+UseSerialGC", "-jar", "-Xmx2G", self.jar.name, "-", "-", "-stdio", "-l", "en", "-norm"]
+        self.stderr = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            command, cwd=self.jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr
         )
-    jar = _meteor_jar()
-    command = [java, "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"]
-    with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(
-            command, cwd=jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
-        )
-        assert process.stdin is not None and process.stdout is not None
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def _send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((line + "\n").encode())
+        self.process.stdin.flush()
+
+    def _read(self) -> str:
+        assert self.process.stdout is not None
+        answer = self.process.stdout.readline().decode().strip()
+        if not answer:
+            raise RuntimeError("the METEOR process stopped answering")
+        return answer
+
+    def score(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+        stats = []
+        for hypothesis, refs in zip(hypotheses, references):
+            hypothesis = hypothesis.replace("|||", "").replace("  ", " ")
+            self._send(" ||| ".join(("SCORE", " ||| ".join(refs), hypothesis)))
+            stats.append(self._read())
+        self._send("EVAL ||| " + " ||| ".join(stats))
+        for _ in stats:  # the per-segment scores come first; only the corpus score is needed
+            self._read()
+        return float(self._read())
+
+    def failure(self, error: BaseException) -> RuntimeError:
+        """Stop the process; an error that says what went wrong and what Java printed."""
+        said = self.close()[-2000:]
+        return RuntimeError(f"METEOR (java -jar {self.jar}) failed: {error}. Java printed: {said or '(nothing)'}")
+
+    def close(self) -> str:
+        """Stop the process (if running); what it printed on stderr."""
+        if self.alive():
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.stderr.closed:
+            return ""
+        self.stderr.seek(0)
+        said = self.stderr.read().decode(errors="replace").strip()
+        self.stderr.close()
+        return said
+
+
+_meteor: _MeteorProcess | None = None
+_meteor_lock = threading.Lock()
+
+
+def close_meteor() -> None:
+    """Stop the METEOR Java process kept for later calls (it holds about 0.6 GB); it restarts when needed."""
+    global _meteor
+    with _meteor_lock:
+        if _meteor is not None:
+            _meteor.close()
+            _meteor = None
+
+
+atexit.register(close_meteor)
+
+
+def meteor_score(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Corpus METEOR 1.5 (``-l en -norm``) as pycocoevalcap's ``Meteor`` computes it, on already tokenised text.
+
+    Fraction, not × 100. The Java process is started on first use and kept for later calls (:func:`close_meteor`).
+    """
+    global _meteor
+    with _meteor_lock:
+        if _meteor is None or not _meteor.alive():
+            _meteor = _MeteorProcess()
         try:
-
-            def ask(line: str) -> str:
-                process.stdin.write((line + "\n").encode())
-                process.stdin.flush()
-                return read()
-
-            def read() -> str:
-                answer = process.stdout.readline().decode().strip()
-                if not answer:
-                    raise RuntimeError("no answer")
-                return answer
-
-            stats = []
-            for hypothesis, refs in zip(hypotheses, references):
-                hypothesis = hypothesis.replace("|||", "").replace("  ", " ")
-                stats.append(ask(" ||| ".join(("SCORE", " ||| ".join(refs), hypothesis))))
-            process.stdin.write(("EVAL ||| " + " ||| ".join(stats) + "\n").encode())
-            process.stdin.flush()
-            for _ in stats:  # per-segment scores, not needed
-                read()
-            score = float(read())
+            return _meteor.score(hypotheses, references)
         except (RuntimeError, OSError, ValueError) as error:
-            process.kill()
-            process.wait()
-            stderr.seek(0)
-            message = stderr.read().decode(errors="replace").strip()[-2000:]
-            raise RuntimeError(f"METEOR (java -jar {jar}) failed: {error}; Java said: {message or '(nothing)'}") from None
-        finally:
-            if process.poll() is None:
-                process.stdin.close()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-    return score
+            failed, _meteor = _meteor, None
+            raise failed.failure(error) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -205,13 +257,25 @@ def _check_inputs(predictions: Sequence[str], references: Sequence[Sequence[str]
 
 
 def _bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    """Official Python MT-Eval BLEU through sacrebleu (fraction, not × 100)."""
+    """Official Python MT-Eval BLEU through sacrebleu (a fraction, not × 100).
+
+    Equal to the official ``BLEUScore`` (to about 1e-16) whenever every output has at least 4 tokens. For
+    shorter outputs the official port adds negative n-gram counts (len - n) and counts an empty output as one
+    token, where sacrebleu counts 0: BLEU then differs slightly (in the 4th digit on a corpus of 3-token outputs).
+    """
     # Variable numbers of references: one stream per reference position, padded with None (sacrebleu skips None).
     width = max(len(refs) for refs in references)
     streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(width)]
     # floor smoothing with 1e-15 is what pymteval does for an n-gram order without matches (its "TINY").
+    # force=True: the E2E references are tokenised text, which sacrebleu would otherwise warn about.
     bleu = sacrebleu.corpus_bleu(
-        list(predictions), streams, lowercase=True, tokenize="13a", smooth_method="floor", smooth_value=1e-15
+        list(predictions),
+        streams,
+        lowercase=True,
+        tokenize="13a",
+        smooth_method="floor",
+        smooth_value=1e-15,
+        force=True,
     )
     return bleu.score / 100.0
 
@@ -228,10 +292,7 @@ def score_e2e(
     _check_inputs(predictions, references)
     if len(predictions) == 0:
         raise ValueError("nothing to score: no predictions and no references")
-    scores: dict[str, float] = {
-        "BLEU": 100.0 * _bleu(predictions, references),
-        "NIST": corpus_nist(predictions, references),
-    }
+    scores: dict[str, float] = {}
     # The COCO scorer tokenises all references in one batch and all predictions in another, in segment order.
     flat_refs = coco_tokenize_batch([ref for refs in references for ref in refs])
     tokenized_preds = coco_tokenize_batch(predictions)
@@ -242,8 +303,15 @@ def score_e2e(
         gts[index] = flat_refs[start : start + len(refs)]
         res[index] = [tokenized_preds[index]]
         start += len(refs)
-    if meteor:
-        scores["METEOR"] = 100.0 * meteor_score([res[i][0] for i in res], [gts[i] for i in gts])
-    scores["ROUGE_L"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
-    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    # METEOR runs in Java: let it work (and start, the first time) while Python computes the other metrics.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = (
+            pool.submit(meteor_score, [res[i][0] for i in res], [gts[i] for i in gts]) if meteor else None
+        )
+        scores["ROUGE_L"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
+        scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+        scores["BLEU"] = 100.0 * _bleu(predictions, references)
+        scores["NIST"] = corpus_nist(predictions, references)
+        if pending is not None:
+            scores["METEOR"] = 100.0 * pending.result()
     return {name: scores[name] for name in E2E_METRICS if name in scores}

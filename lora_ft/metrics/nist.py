@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Sequence
 
 __all__ = ["mteval_tokenize", "corpus_nist"]
@@ -22,6 +22,15 @@ __all__ = ["mteval_tokenize", "corpus_nist"]
 _BETA = -math.log(0.5) / math.log(1.5) ** 2
 
 _Ngram = tuple[str, ...]
+
+
+_MTEVAL_RULES = [
+    (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # punctuation
+    (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),  # period and comma unless preceded by a digit
+    (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),  # period and comma unless followed by a digit
+    (re.compile(r"([0-9])(-)"), r"\1 \2 "),  # dash after a digit
+    (re.compile(r"\s+"), " "),
+]
 
 
 def mteval_tokenize(sentence: str) -> list[str]:
@@ -35,38 +44,25 @@ def mteval_tokenize(sentence: str) -> list[str]:
     sentence = sentence.replace("\n", " ")
     sentence = sentence.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
     sentence = " " + sentence + " "
-    sentence = re.sub(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])", r" \1 ", sentence)  # punctuation
-    sentence = re.sub(r"([^0-9])([\.,])", r"\1 \2 ", sentence)  # period/comma unless preceded by a digit
-    sentence = re.sub(r"([\.,])([^0-9])", r" \1 \2", sentence)  # period/comma unless followed by a digit
-    sentence = re.sub(r"([0-9])(-)", r"\1 \2 ", sentence)  # dash after a digit
-    sentence = re.sub(r"\s+", " ", sentence).strip()
-    return sentence.split(" ")
+    for pattern, replacement in _MTEVAL_RULES:
+        sentence = pattern.sub(replacement, sentence)
+    return sentence.strip().split(" ")
 
 
 def _ngrams(n: int, tokens: list[str]) -> list[_Ngram]:
     return list(zip(*[tokens[i:] for i in range(n)]))
 
 
-def _max_counts(n: int, sentences: list[list[str]]) -> dict[_Ngram, int]:
-    """Each n-gram's highest count in any one of the sentences (insertion order as in the original)."""
-    merged: dict[_Ngram, int] = {}
-    for sentence in sentences:
-        counts: dict[_Ngram, int] = defaultdict(int)
-        for ngram in _ngrams(n, sentence):
-            counts[ngram] += 1
-        for ngram, count in counts.items():
-            merged[ngram] = max(merged.get(ngram, 0), count)
-    return merged
-
-
 def corpus_nist(predictions: Sequence[str], references: Sequence[Sequence[str]], max_ngram: int = 5) -> float:
     """Corpus NIST of ``predictions`` (one string per segment) against ``references`` (strings per segment).
 
-    Matches ``NISTScore`` of the official scorer's ``-p`` mode, including the order of the floating-point sums.
+    Matches ``NISTScore`` of the official scorer's ``-p`` mode, including the order of its floating-point sums
+    (n-grams in order of first occurrence in each output, segments in order).
     """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} reference groups")
-    ref_ngrams: list[dict[_Ngram, int]] = [defaultdict(int) for _ in range(max_ngram + 1)]  # index 0: 0-grams
+    ref_totals: Counter[_Ngram] = Counter()  # every reference n-gram (n = 1..max_ngram) over the whole corpus
+    ref_token_total = 0  # the "0-gram" count: all reference tokens
     hit_ngrams: list[list[dict[_Ngram, int]]] = [[] for _ in range(max_ngram)]
     cand_lens: list[list[int]] = [[] for _ in range(max_ngram)]
     avg_ref_len = 0.0
@@ -75,29 +71,36 @@ def corpus_nist(predictions: Sequence[str], references: Sequence[Sequence[str]],
             raise ValueError("every segment needs at least one reference")
         # Lower-cased up front; the original lower-cases inside its n-gram function, which is the same.
         pred_tokens = [tok.lower() for tok in mteval_tokenize(prediction)]
-        ref_tokens = [[tok.lower() for tok in mteval_tokenize(ref)] for ref in refs]
+        ref_counts = []
+        ref_len_sum = 0
+        for ref in refs:
+            tokens = [tok.lower() for tok in mteval_tokenize(ref)]
+            counts = Counter(ngram for n in range(1, max_ngram + 1) for ngram in _ngrams(n, tokens))
+            ref_counts.append(counts)
+            ref_totals.update(counts)
+            ref_len_sum += len(tokens)
+        ref_token_total += ref_len_sum
+        avg_ref_len += ref_len_sum / float(len(refs))  # the per-segment average, summed (one addition each)
         for n in range(max_ngram):
             cand_lens[n].append(len(pred_tokens) - n)
-            merged_ref = _max_counts(n + 1, ref_tokens)
-            pred_counts = _max_counts(n + 1, [pred_tokens])
+            pred_counts: dict[_Ngram, int] = {}  # in order of first occurrence, as the original's dict
+            for ngram in _ngrams(n + 1, pred_tokens):
+                pred_counts[ngram] = pred_counts.get(ngram, 0) + 1
             hits: dict[_Ngram, int] = {}
             for ngram, count in pred_counts.items():
-                matched = min(count, merged_ref.get(ngram, 0))
+                # Clipped by the highest count of the n-gram in any one reference.
+                matched = min(count, max(counts.get(ngram, 0) for counts in ref_counts))
                 if matched:
                     hits[ngram] = matched
             hit_ngrams[n].append(hits)
-            for ref in ref_tokens:
-                for ngram in _ngrams(n + 1, ref):
-                    ref_ngrams[n + 1][ngram] += 1
-        ref_len_sum = sum(len(ref) for ref in ref_tokens)
-        ref_ngrams[0][()] += ref_len_sum
-        avg_ref_len += ref_len_sum / float(len(ref_tokens))
 
     def info(ngram: _Ngram) -> float:
         """Information weight: log2(count of the (n-1)-gram prefix / count of the n-gram) in the references."""
-        if ngram not in ref_ngrams[len(ngram)]:
+        count = ref_totals.get(ngram, 0)
+        if count == 0:
             return 0.0
-        return math.log(ref_ngrams[len(ngram) - 1][ngram[:-1]] / float(ref_ngrams[len(ngram)][ngram]), 2)
+        prefix_count = ref_token_total if len(ngram) == 1 else ref_totals[ngram[:-1]]
+        return math.log(prefix_count / float(count), 2)
 
     hit_infos = [0.0] * max_ngram
     for n in range(max_ngram):

@@ -285,7 +285,7 @@ _RULE_SPECS: list[tuple[str | None, str, str | None, _Action]] = [
     ("[A-Za-z'&]", _APOWORD, None, _emit()),
     ("[yY]", _APOWORD2, _L, _emit()),
     ("[hH]", _FULLURL, None, _emit()),
-    ("[^ \t\n\f\r\"`'<>|.!?(){},\-_$]", _LIKELYURL, None, _emit()),
+    (r"[^ \t\n\f\r\"`'<>|.!?(){}\-_$]", _LIKELYURL, None, _emit()),
     ("[<&A-Za-z0-9]", _EMAIL, None, _emit()),
     ("[@#]", _TWITTER, None, _emit()),
     ("['&]", _REDAUX, "[^A-Za-z]", _emit(lambda t: _latex_quotes(t, False))),

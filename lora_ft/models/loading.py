@@ -62,6 +62,40 @@ def resolve_source(name_or_path: str) -> ModelSource:
     return ModelSource("hub", name_or_path)
 
 
+def gguf_cache_dir(source: ModelSource) -> Path:
+    """Where a GGUF model, dequantised once, is kept as a plain transformers directory (loads in seconds after)."""
+    import os
+
+    root = Path(os.environ.get("LORA_FT_CACHE", Path.home() / ".cache" / "lora_ft"))
+    return root / "gguf" / Path(source.gguf_file).stem
+
+
+def _cached_gguf(source: ModelSource) -> ModelSource:
+    """Dequantise a GGUF file into the cache on first use (model and tokenizer), then read the cache."""
+    cache = gguf_cache_dir(source)
+    if not (cache / "config.json").is_file():
+        import shutil
+        import tempfile
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tmp-"))
+        kwargs = {"gguf_file": source.gguf_file}
+        dequantised = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **kwargs)
+        # transformers marks a GGUF-loaded model as quantized and refuses to save it: copy into a plain model.
+        config = dequantised.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(dequantised.state_dict())
+        plain.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(source.path, **kwargs).save_pretrained(tmp)
+        try:
+            tmp.rename(cache)  # atomic: a concurrent process either sees the whole cache or none
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ModelSource("dir", str(cache))
+
+
 def _offline_error(what: str, source: ModelSource, exc: Exception) -> ModelLoadError:
     return ModelLoadError(
         f"could not load the {what} of '{source.path}' from the Hugging Face hub ({type(exc).__name__}: {exc}). "
@@ -108,6 +142,8 @@ def load_model(cfg: ModelConfig):
     if cfg.random_init:
         return build_model(cfg, config)
     source = resolve_source(cfg.name_or_path)
+    if source.kind == "gguf":
+        source = _cached_gguf(source)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source.path, config=config, dtype=DTYPES[cfg.dtype], **source.kwargs()
@@ -127,6 +163,8 @@ def load_tokenizer(cfg: ModelConfig):
         source = ModelSource("dir", str(Path(name).expanduser()))
     else:
         source = resolve_source(name)
+        if source.kind == "gguf":
+            source = _cached_gguf(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
     except (OSError, ValueError) as exc:

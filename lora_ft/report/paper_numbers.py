@@ -5,8 +5,9 @@ CIDEr raw). ``stds`` holds the printed ± values of Table 3 ("±.1" → 0.1). Ta
 ±, only a global fluctuation (:data:`TABLE4_FLUCTUATION`).
 
 Matching (:func:`match_paper_row`): task + model + method + size.
-- Table 3 (E2E) rows need the same GPT-2 model (``gpt2-medium`` / ``gpt2-large``, hub id or a local
-  folder of that name) and the same method and size.
+- Table 3 (E2E) rows need the same pretrained GPT-2 model (``gpt2-medium`` / ``gpt2-large``, hub id or
+  a local folder of that name; not ``model.random_init`` nor ``model.config_overrides``) and the same
+  method and size. LoRA rows also need every block adapted at one rank (no ``layers``/``rank_per_target``).
 - Table 4 rows are GPT-3 175B, which is not public: any model run on WikiSQL/MNLI/SAMSum matches by
   method + size, and the match says ``same_model=False`` so reports label it "the paper's GPT-3 175B
   number, a different model".
@@ -160,6 +161,12 @@ def model_key(name_or_path: str) -> str:
 
 
 def _size_matches(method_cfg: Mapping[str, Any], size: Mapping[str, Any]) -> bool:
+    if str(method_cfg.get("name")) == "lora":
+        # The paper adapts every block at one rank: a block subset or per-weight ranks is another model.
+        if method_cfg.get("layers") is not None:
+            return False
+        if any(r != method_cfg.get("rank") for r in (method_cfg.get("rank_per_target") or {}).values()):
+            return False
     for key, expected in size.items():
         value = method_cfg.get(key)
         if key == "targets":
@@ -183,8 +190,11 @@ def match_paper_row(config: Mapping[str, Any], trainable: int | None = None) -> 
     task = str((config.get("task") or {}).get("name", "")).lower()
     method_cfg = config.get("method") or {}
     method = str(method_cfg.get("name", "")).lower()
-    model = model_key((config.get("model") or {}).get("name_or_path", ""))
+    model_cfg = config.get("model") or {}
+    model = model_key(model_cfg.get("name_or_path", ""))
     if task in TASKS_TABLE3:
+        if model_cfg.get("random_init") or model_cfg.get("config_overrides"):
+            return None  # random weights or a changed architecture: not the pretrained GPT-2 of Table 3
         candidates, same_model = [r for r in TABLE3 if r.model == model], True
     elif task in TASKS_TABLE4:
         candidates, same_model = list(TABLE4), False

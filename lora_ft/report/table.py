@@ -10,7 +10,7 @@ The rules, in the order a reader needs them:
 - Scores: results.json stores fractions (BLEU 0.704, as the scorers print them); tables print the paper's
   units (70.4; NIST and CIDEr as they are). CSV and JSON carry paper units too.
 - Each seed's score comes from one evaluation on the report split (E2E: test; WikiSQL: validation;
-  MNLI: validation_matched; SAMSum: test; or ``split=``): with ``epoch="best"`` the evaluation with the
+  MNLI: validation, i.e. validation_matched; SAMSum: test; or ``split=``): with ``epoch="best"`` the evaluation with the
   highest primary metric (E2E BLEU, WikiSQL and MNLI accuracy, SAMSum ROUGE-L; the paper's practice,
   optimistic when the split is the test set), with ``epoch="last"`` the latest one, with
   ``epoch="best_val_loss"`` the one at the epoch of lowest validation loss. All metrics of a seed come
@@ -191,7 +191,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skipped
             else:
                 skipped.append(Skipped(path, f"no {RESULTS_FILENAME} in it or below it"))
         else:
-            skipped.append(Skipped(path, "not a directory"))
+            skipped.append(Skipped(path, "does not exist" if not path.exists() else "not a directory"))
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return unique, skipped
 
@@ -301,8 +301,8 @@ def select_evaluation(
         return None, f"not evaluated on {wanted} (has: {have})"
     if epoch == "last":
         # epoch None = "the final model", later than any numbered epoch; on ties the latest evaluation wins.
-        order = [(math.inf if e.epoch is None else e.epoch, i) for i, e in enumerate(candidates)]
-        return candidates[max(range(len(candidates)), key=lambda i: order[i])], None
+        last = max(range(len(candidates)), key=lambda i: (math.inf if candidates[i].epoch is None else candidates[i].epoch, i))
+        return candidates[last], None
     if epoch == "best_val_loss":
         if results.best_epoch is None:
             return None, "no validation loss recorded"
@@ -397,7 +397,12 @@ def method_label(method: Mapping[str, Any]) -> str:
     if name == "lora":
         targets = method.get("targets")
         where = f" {','.join(str(t) for t in targets)}" if targets else ""
-        return f"LoRA r={method.get('rank', '?')}{where}"
+        label = f"LoRA r={method.get('rank', '?')}{where}"
+        if method.get("rank_per_target"):
+            label += " (" + ", ".join(f"r_{k}={v}" for k, v in method["rank_per_target"].items()) + ")"
+        if method.get("layers") is not None:
+            label += f" layers {','.join(str(i) for i in method['layers'])}"
+        return label
     if name in ("adapter_h", "adapter_l"):
         return f"Adapter^{name[-1].upper()} b={method.get('bottleneck', '?')}"
     if name in ("prelayer", "preembed"):

@@ -54,6 +54,10 @@ def test_matching_rows(config, trainable, label):
         (_config("gpt2-medium", "e2e", name="adapter_h", bottleneck=112), None),  # count unknown
         (_config("gpt2-medium", "e2e", name="prelayer", prefix_length=10, infix_length=2), None),
         (_config("gpt2-medium", "dart", name="lora", rank=4, targets=["q", "v"]), None),  # task not in the paper
+        (_config("gpt2-medium", "e2e", name="lora", rank=4, targets=["q", "v"], layers=[0, 1]), None),
+        (_config("gpt2-medium", "e2e", name="lora", rank=4, targets=["q", "v"], rank_per_target={"q": 8}), None),
+        ({**_config("gpt2-medium", "e2e", name="lora", rank=4, targets=["q", "v"]),
+          "model": {"name_or_path": "gpt2-medium", "random_init": True}}, None),  # random weights
     ],
 )
 def test_non_matching_rows(config, trainable):

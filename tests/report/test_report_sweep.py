@@ -132,4 +132,4 @@ def test_run_sweep_command_lists_prints_and_runs(tmp_path: Path, capsys, monkeyp
     out = capsys.readouterr().out
     assert "rank1-seed1: already evaluated" in out and "failed: rank1-seed2, rank2-seed2" in out
     assert len(calls) == 3 and calls[0][1:4] == ["-m", "lora_ft", "train"]
-    assert calls[0][-3:] == ["method.rank=2", "training.seed=1", f"output.dir={tmp_path / 'runs'}/rank2-seed1"]
+    assert calls[1][-3:] == ["method.rank=2", "training.seed=1", f"output.dir={tmp_path / 'runs'}/rank2-seed1"]
