@@ -129,6 +129,12 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+USER_ERRORS = {
+    "ModelLoadError", "TaskDataError", "RunDirectoryError", "MeteorUnavailableError", "ResultsError",
+    "UnsupportedArchitectureError", "ReportError", "ExportError", "SweepError",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora-ft", description="Reproduce the LoRA paper's experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"lora-ft: config error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        if type(exc).__name__ in {"ModelLoadError", "TaskDataError", "RunDirectoryError", "MeteorUnavailableError",
-                                  "ResultsError", "UnsupportedArchitectureError"} or isinstance(exc, FileNotFoundError):
+    except Exception as exc:
+        # Errors about the user's input or files get one clear line; anything else is a bug and keeps its traceback.
+        if type(exc).__name__ in USER_ERRORS or isinstance(exc, FileNotFoundError):
             print(f"lora-ft: error: {exc}", file=sys.stderr)
             return 2
         raise

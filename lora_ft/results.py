@@ -6,10 +6,10 @@ This is the ONLY module that writes result files. Every run directory holds one 
 through :func:`write_text_atomic`, :func:`write_json_atomic` or :func:`write_bytes_atomic`, so a
 crash never leaves a half-written file behind.
 
-Score convention (what ``Evaluation.scores`` holds): the numbers as the scorers print them. BLEU,
-METEOR, ROUGE-L, ROUGE-1/2/L and accuracies are fractions in [0, 1] (the official E2E scorer's
-0.7203); NIST and CIDEr are raw values. Reports multiply fractions by 100 to print the paper's units
-and refuse a "fraction" above 1. Metric names are free-form strings; the report module matches them
+Score convention (what ``Evaluation.scores`` holds): the paper's units, exactly as `lora-ft eval --json`
+prints them. BLEU, METEOR, ROUGE-L, ROUGE-1/2/L and accuracies are percentages in [0, 100] (the official
+E2E scorer's BLEU 0.7203 is stored as 72.03); NIST and CIDEr are raw values. Reports refuse a
+percentage outside [0, 100]. Metric names are free-form strings; the report module matches them
 case- and punctuation-insensitively (``ROUGE_L`` == ``rouge-l`` == ``rougeL``).
 
 JSON is written strictly (no ``NaN``/``Infinity`` tokens, which other JSON readers reject): a

@@ -7,8 +7,8 @@ The rules, in the order a reader needs them:
   with the same label get the differing config keys appended). Table 4 rows are "model + method +
   size": a row holds one configuration per task (WikiSQL, MNLI, SAMSum).
 - Trainable parameters are the counts MEASURED by the runs (``results.json``), never the paper's.
-- Scores: results.json stores fractions (BLEU 0.704, as the scorers print them); tables print the paper's
-  units (70.4; NIST and CIDEr as they are). CSV and JSON carry paper units too.
+- Scores: results.json stores the paper's units (BLEU 70.4; NIST and CIDEr as they are), as `lora-ft eval`
+  prints them; tables, CSV and JSON carry the same units.
 - Each seed's score comes from one evaluation on the report split (E2E: test; WikiSQL: validation;
   MNLI: validation, i.e. validation_matched; SAMSum: test; or ``split=``): with ``epoch="best"`` the evaluation with the
   highest primary metric (E2E BLEU, WikiSQL and MNLI accuracy, SAMSum ROUGE-L; the paper's practice,
@@ -74,7 +74,7 @@ EPOCH_CHOICES = ("best", "last", "best_val_loss")
 class MetricColumn:
     """One metric column: which task it scores, the score names that feed it, how many decimals to print.
 
-    ``percent``: results.json holds a fraction in [0, 1] (as the scorers print it) and the paper prints it × 100.
+    ``percent``: a percentage (paper units, 0 to 100), checked to lie in that range.
     """
 
     key: str
@@ -128,7 +128,7 @@ def _norm(name: str) -> str:
 
 
 def lookup_score(scores: Mapping[str, float], column: MetricColumn) -> tuple[float | None, str | None]:
-    """The score feeding ``column`` in the paper's units (fractions × 100), or (None, why not).
+    """The score feeding ``column`` in the paper's units, or (None, why not).
 
     Score names are compared case- and punctuation-insensitively (``ROUGE_L`` == ``rougeL``).
     """
@@ -141,10 +141,9 @@ def lookup_score(scores: Mapping[str, float], column: MetricColumn) -> tuple[flo
             return None, f"no usable {column.header} ({name}={value!r})"
         if not column.percent:
             return float(value), None
-        if not 0.0 <= value <= 1.0:
-            # A percentage stored where a fraction belongs would otherwise print 100x too large.
-            return None, f"{name}={value!r} is not a fraction in [0, 1] (results.json stores scores as the scorer prints them)"
-        return 100.0 * float(value), None
+        if not 0.0 <= value <= 100.0:
+            return None, f"{name}={value!r} is not a percentage in [0, 100] (results.json stores the paper's units)"
+        return float(value), None
     return None, f"not scored ({column.header})"
 
 

@@ -14,7 +14,7 @@ from lora_ft.report.plot import plot_params_vs_score, plot_rank_sweep
 
 
 def _scores(bleu: float) -> dict[str, float]:
-    return {"BLEU": bleu / 100, "NIST": 8.5, "METEOR": 0.46, "ROUGE_L": 0.71, "CIDEr": 2.4}
+    return {"BLEU": bleu, "NIST": 8.5, "METEOR": 46.0, "ROUGE_L": 71.0, "CIDEr": 2.4}
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from lora_ft.results import EpochRecord, Evaluation, RunResults
 
 
 def e2e_scores(bleu: float, nist: float, meteor: float, rouge_l: float, cider: float) -> dict[str, float]:
-    """Given in the paper's units; stored as the official E2E scorer prints them (BLEU, METEOR, ROUGE_L as fractions)."""
-    return {"BLEU": bleu / 100, "NIST": nist, "METEOR": meteor / 100, "ROUGE_L": rouge_l / 100, "CIDEr": cider}
+    """In the paper's units, as results.json stores them."""
+    return {"BLEU": bleu, "NIST": nist, "METEOR": meteor, "ROUGE_L": rouge_l, "CIDEr": cider}
 
 
 LORA = {"name": "lora", "rank": 4, "alpha": 32, "dropout": 0.1, "targets": ["q", "v"]}
@@ -215,13 +215,13 @@ def test_table4_rows_by_method_across_tasks(make_run):
     lora1 = {"name": "lora", "rank": 1, "alpha": 8, "targets": ["q", "v"]}
     dirs = [
         make_run("w1", model=model, task={"name": "wikisql"}, method=lora1, seed=1,
-                 evaluations=[("validation", 1, {"lf_accuracy": 0.600})]),
+                 evaluations=[("validation", 1, {"lf_accuracy": 60.0})]),
         make_run("w2", model=model, task={"name": "wikisql"}, method=lora1, seed=2,
-                 evaluations=[("validation", 1, {"lf_accuracy": 0.610})]),
+                 evaluations=[("validation", 1, {"lf_accuracy": 61.0})]),
         make_run("m1", model=model, task={"name": "mnli"}, method=lora1, seed=1,
-                 evaluations=[("validation_matched", 1, {"accuracy": 0.800})]),
+                 evaluations=[("validation_matched", 1, {"accuracy": 80.0})]),
         make_run("bf", model=model, task={"name": "wikisql"}, method={"name": "bitfit"}, seed=1,
-                 evaluations=[("validation", 1, {"lf_accuracy": 0.550})], trainable=100_000),
+                 evaluations=[("validation", 1, {"lf_accuracy": 55.0})], trainable=100_000),
     ]
     text = build_table(dirs)  # auto -> table4
     header, rows = parse_markdown(text)
@@ -239,7 +239,7 @@ def test_table4_rows_by_method_across_tasks(make_run):
 def test_mixed_tasks_need_a_layout(make_run):
     dirs = [
         make_run("e", seed=1, evaluations=[("test", 1, e2e_scores(70, 8, 46, 71, 2.5))]),
-        make_run("m", task={"name": "mnli"}, seed=1, evaluations=[("validation_matched", 1, {"accuracy": 0.800})]),
+        make_run("m", task={"name": "mnli"}, seed=1, evaluations=[("validation_matched", 1, {"accuracy": 80.0})]),
     ]
     with pytest.raises(ValueError, match="layout"):
         build_table(dirs)
@@ -251,7 +251,7 @@ def test_best_val_loss_selection():
     results = RunResults.start("r", {"task": {"name": "e2e"}, "training": {"seed": 1}})
     for epoch, loss in ((1, 1.3), (2, 1.1), (3, 1.2)):
         results.add_epoch(EpochRecord(epoch=epoch, step=epoch, validation_loss=loss))
-        results.add_evaluation(Evaluation("test", epoch, {"bleu": (70.0 + epoch) / 100}))
+        results.add_evaluation(Evaluation("test", epoch, {"bleu": 70.0 + epoch}))
     assert results.best_epoch == 2
     assert select_evaluation(results, "e2e", "best_val_loss")[0].epoch == 2
     assert select_evaluation(results, "e2e", "best")[0].epoch == 3
@@ -275,11 +275,11 @@ def test_no_readable_runs_is_a_clear_error(tmp_path: Path):
         build_table([tmp_path])
 
 
-def test_percentages_stored_where_fractions_belong_are_refused(make_run):
-    bad = make_run("bad", seed=1, method=LORA, evaluations=[("test", 1, {"BLEU": 70.1, "NIST": 8.8, "METEOR": 0.46,
-                                                                         "ROUGE_L": 0.71, "CIDEr": 2.5})])
+def test_percentages_outside_0_100_are_refused(make_run):
+    bad = make_run("bad", seed=1, method=LORA, evaluations=[("test", 1, {"BLEU": 7010.0, "NIST": 8.8, "METEOR": 46.0,
+                                                                         "ROUGE_L": 71.0, "CIDEr": 2.5})])
     data = json.loads(build_table([bad], fmt="json"))
     cells = data["rows"][0]["cells"]
-    assert cells["bleu"]["mean"] is None and "BLEU=70.1 is not a fraction" in cells["bleu"]["reason"]
+    assert cells["bleu"]["mean"] is None and "BLEU=7010.0 is not a percentage" in cells["bleu"]["reason"]
     assert cells["nist"]["mean"] is None  # the best-BLEU choice has nothing to choose from
     assert cells["meteor"]["mean"] is None
