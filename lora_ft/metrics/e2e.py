@@ -117,6 +117,16 @@ def _single_line(text: str, what: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise MeteorUnavailableError(
+            "METEOR needs a Java runtime on the PATH and none was found. Install one (for example "
+            "`apt-get install default-jre-headless`) or score without METEOR (meteor=False)."
+        )
+    return java
+
+
 def _meteor_jar() -> Path:
     spec = find_spec("pycocoevalcap.meteor.meteor")  # pycocoevalcap is a namespace package: locate the module
     if spec is None or spec.origin is None:
@@ -138,12 +148,7 @@ class _MeteorProcess:
     """
 
     def __init__(self) -> None:
-        java = shutil.which("java")
-        if java is None:
-            raise MeteorUnavailableError(
-                "METEOR needs a Java runtime on the PATH and none was found. Install one (for example "
-                "`apt-get install default-jre-headless`) or score without METEOR (meteor=False)."
-            )
+        java = _java()
         self.jar = _meteor_jar()
         # -XX:+UseSerialGC: half the memory of the default collector for this single-threaded job; scores are
         # unaffected (the garbage collector cannot change what the program computes).
@@ -292,6 +297,9 @@ def score_e2e(
     _check_inputs(predictions, references)
     if len(predictions) == 0:
         raise ValueError("nothing to score: no predictions and no references")
+    if meteor:  # fail before the other metrics' seconds of work, not after
+        _java()
+        _meteor_jar()
     scores: dict[str, float] = {}
     # The COCO scorer tokenises all references in one batch and all predictions in another, in segment order.
     flat_refs = coco_tokenize_batch([ref for refs in references for ref in refs])

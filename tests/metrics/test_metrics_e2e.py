@@ -69,6 +69,7 @@ def test_official_example_all_five(e2e_example: tuple[list[str], list[list[str]]
     check_official(scores, tuple(OFFICIAL_EXAMPLE))
 
 
+@pytest.mark.slow
 @needs_java
 def test_full_test_set_in_seconds(e2e_test_set: tuple[list[str], list[list[str]]]) -> None:
     """All 630 MRs (4,693 references), all five metrics: seconds, not minutes."""
@@ -79,10 +80,11 @@ def test_full_test_set_in_seconds(e2e_test_set: tuple[list[str], list[list[str]]
     scores = score_e2e(predictions, references)
     elapsed = time.perf_counter() - start
     print(f"630 MRs, all five metrics: {elapsed:.1f} s; {scores}")
-    # Measured 6-17 s on a shared 2-core machine (Java's start and paraphrase table included when cold).
+    # Measured on an idle 2-core machine: 4 s with METEOR's Java process already running, 9 s starting it
+    # (it loads a 60 MB paraphrase table); up to 17 s with the machine shared. The bound only catches minutes.
     assert elapsed < 60
     # A plain template system: below the TGen baseline (BLEU 65.9, NIST 8.61, METEOR 44.8, ROUGE-L 68.5,
-    # CIDEr 2.23 on this set) but far above chance.
+    # CIDEr 2.23 on the E2E test set, official scorer) but far above chance.
     assert 45 < scores["BLEU"] < 66
     assert 6.5 < scores["NIST"] < 8.7
     assert 35 < scores["METEOR"] < 45

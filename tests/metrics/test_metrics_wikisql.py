@@ -54,23 +54,32 @@ def test_exact_gold_text_is_correct() -> None:
 
 
 def test_conditions_are_a_set_and_values_case_insensitive() -> None:
-    reordered = "SELECT COUNT Player FROM table WHERE Team = RAMS < JETS AND Score > Par > 5 AND Rock AND Roll = bill and ted"
+    reordered = (
+        "SELECT COUNT Player FROM table WHERE Team = RAMS < JETS AND Score > Par > 5 AND Rock AND Roll = bill and ted"
+    )
     assert logical_form_accuracy([reordered], GOLD) == 100.0
 
 
 def test_wrong_parts_are_wrong() -> None:
+    where = "WHERE Rock AND Roll = Bill AND Ted AND Score > Par"
     wrong = [
-        "SELECT Player FROM table WHERE Rock AND Roll = Bill AND Ted AND Score > Par > 5 AND Team = Rams < Jets",  # agg
-        "SELECT COUNT Team FROM table WHERE Rock AND Roll = Bill AND Ted AND Score > Par > 5 AND Team = Rams < Jets",  # sel
-        "SELECT COUNT Player FROM table WHERE Rock AND Roll = Bill AND Ted AND Score > Par < 5 AND Team = Rams < Jets",  # op
-        "SELECT COUNT Player FROM table WHERE Rock AND Roll = Bill AND Ted AND Score > Par > 5",  # a condition missing
-        "SELECT COUNT Player FROM table WHERE Rock AND Roll = Bill AND Ted AND Score > Par > 6 AND Team = Rams < Jets",  # value
+        f"SELECT Player FROM table {where} > 5 AND Team = Rams < Jets",  # aggregation
+        f"SELECT COUNT Team FROM table {where} > 5 AND Team = Rams < Jets",  # select column
+        f"SELECT COUNT Player FROM table {where} < 5 AND Team = Rams < Jets",  # operator
+        f"SELECT COUNT Player FROM table {where} > 5",  # a condition missing
+        f"SELECT COUNT Player FROM table {where} > 6 AND Team = Rams < Jets",  # value
     ]
     assert logical_form_accuracy(wrong, GOLD * len(wrong)) == 0.0
 
 
 def test_unparseable_output_counts_wrong() -> None:
-    garbage = ["", "Player", "SELECT Coach FROM table", "SELECT COUNT Player FROM tables", "select count player from table"]
+    garbage = [
+        "",
+        "Player",
+        "SELECT Coach FROM table",
+        "SELECT COUNT Player FROM tables",
+        "select count player from table",
+    ]
     for text in garbage:
         assert parse_sql(text, HEADER) is None, text
     assert logical_form_accuracy(garbage + [gold_sql_text(HEADER, SQL)], GOLD * 6) == pytest.approx(100 / 6)
