@@ -162,30 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("params", help="count trainable and total parameters without loading weights")
     with_config(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print {\"trainable\": N, \"total\": M, ...} as JSON")
     p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("config", help="show | validate a config, or list every key with its help")
     p.add_argument("action", choices=["show", "validate", "help"])
     p.add_argument("config", nargs="?", help="YAML run config")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides applied after the config")
     p.add_argument("--method", help="with help: only this method's keys")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("export", help="write a trained run as a peft adapter or a merged transformers model")
-    p.add_argument("--run", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--format", choices=["peft", "merged"], default="peft")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--run", required=True, help="trained run directory")
+    p.add_argument("--out", required=True, help="directory to write (refused if it exists, unless --overwrite)")
+    p.add_argument("--format", choices=["peft", "merged"], default="peft",
+                   help="peft: adapter for PeftModel.from_pretrained (LoRA runs); merged: full transformers model")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("table", help="the paper's Table 3 / Table 4 from run directories")
-    p.add_argument("--runs", nargs="+", required=True)
-    p.add_argument("--layout", choices=["auto", "table3", "table4"], default="auto")
-    p.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown")
+    p.add_argument("--runs", nargs="+", required=True, help="run directories, or folders holding them")
+    p.add_argument("--layout", choices=["auto", "table3", "table4"], default="auto",
+                   help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), auto: from the runs' tasks")
+    p.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown", help="output format")
     p.add_argument("--epoch", choices=["best", "last"], default="best", help="each seed's best epoch (paper) or last")
-    p.add_argument("--out")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", help="write to this file instead of printing")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("sweep", help="one run per combination of a config's `sweep:` lists")
@@ -196,14 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("plot", help="Figure 2 (score vs trainable parameters) and the rank sweep, PNG + SVG")
-    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--runs", nargs="+", required=True, help="run directories, or folders holding them")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--kind", choices=["figure2", "rank", "all"], default="all")
+    p.add_argument("--kind", choices=["figure2", "rank", "all"], default="all", help="which figure(s) to draw")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("analyze", help="Section 7: subspace similarity and amplification of two LoRA runs")
-    p.add_argument("--runs", nargs=2, required=True, metavar=("RUN_A", "RUN_B"))
-    p.add_argument("--out", required=True)
+    p.add_argument("--runs", nargs=2, required=True, metavar=("RUN_A", "RUN_B"), help="two LoRA run directories")
+    p.add_argument("--out", required=True, help="output directory for the heat-maps and analysis.json")
     p.set_defaults(func=cmd_analyze)
     return parser
 

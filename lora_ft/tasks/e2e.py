@@ -107,7 +107,7 @@ class E2ETask(Task):
         return [EvalItem(context, tuple(refs), {}) for context, refs in groups.items()]
 
     def score(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
-        """The official E2E scorer's five metrics (fractions, as `measure_scores.py` prints them)."""
+        """The official E2E scorer's five metrics, BLEU, METEOR and ROUGE_L × 100 as the paper prints them."""
         from ..metrics.e2e import score_e2e  # lazy: the scorer pulls in Java-backed METEOR and sacrebleu
 
         self.check_lengths(predictions, items)

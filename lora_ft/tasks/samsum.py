@@ -16,8 +16,8 @@ from .base import EvalItem, Example, Row, Task
 
 class SAMSumTask(Task):
     name = "samsum"
-    metric_names = ("rouge1", "rouge2", "rougeL")
-    primary_metric = "rougeL"
+    metric_names = ("ROUGE-1", "ROUGE-2", "ROUGE-L")
+    primary_metric = "ROUGE-L"
     default_hub_id = "Samsung/samsum"
     default_hub_revision = "refs/convert/parquet"
     hub_splits = {"train": "train", "validation": "validation", "test": "test"}

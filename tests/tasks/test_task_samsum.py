@@ -25,9 +25,9 @@ def test_jsonl_reads_the_same(fixtures):
 
 
 def test_score_passes_summaries(fixtures, fake_metric):
-    calls = fake_metric("rouge", "score_rouge", {"rouge1": 40.0, "rouge2": 20.0, "rougeL": 30.0})
+    calls = fake_metric("rouge", "score_rouge", {"ROUGE-1": 40.0, "ROUGE-2": 20.0, "ROUGE-L": 30.0})
     task = get_task(TaskConfig(name="samsum", test_file=str(fixtures / "samsum_tiny.csv"), max_eval_examples=1))
     items = task.eval_items(task.load("test"))
-    assert task.score(["Ana meets Ben."], items) == {"rouge1": 40.0, "rouge2": 20.0, "rougeL": 30.0}
+    assert task.score(["Ana meets Ben."], items) == {"ROUGE-1": 40.0, "ROUGE-2": 20.0, "ROUGE-L": 30.0}
     (args, _), = calls
     assert args == (["Ana meets Ben."], ["Ana and Ben will meet at noon at the station."])
