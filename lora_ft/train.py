@@ -117,12 +117,29 @@ def _peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
-def _setup_logging(run_dir: Path, is_main: bool) -> None:
-    logger.setLevel(logging.INFO)
-    if is_main and not any(isinstance(h, logging.FileHandler) for h in logger.handlers):
-        handler = logging.FileHandler(run_dir / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
+def _open_run_log(run_dir: Path, is_main: bool) -> logging.Handler | None:
+    """Send every lora_ft logger's records to <run_dir>/train.log (main process only), replacing a previous run's file
+    handler: several runs trained in one process (a sweep, the tests) each get their own log."""
+    package_logger = logging.getLogger("lora_ft")
+    package_logger.setLevel(logging.INFO)
+    _close_run_log(package_logger)
+    if not is_main:
+        return None
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.set_name(_RUN_LOG)
+    package_logger.addHandler(handler)
+    return handler
+
+
+def _close_run_log(package_logger: logging.Logger | None = None) -> None:
+    package_logger = package_logger or logging.getLogger("lora_ft")
+    for handler in [h for h in package_logger.handlers if h.get_name() == _RUN_LOG]:
+        package_logger.removeHandler(handler)
+        handler.close()
+
+
+_RUN_LOG = "lora_ft-run-log"
 
 
 class Trainer:
@@ -161,7 +178,7 @@ class Trainer:
                 shutil.rmtree(self.run_dir / CHECKPOINTS_DIR, ignore_errors=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
-        _setup_logging(self.run_dir, self.accelerator.is_main_process)
+        _open_run_log(self.run_dir, self.accelerator.is_main_process)
         set_seed(t.seed)  # before the method's init: A's draw is part of the seed's run
 
         self.tokenizer = load_tokenizer(cfg.model)
@@ -371,11 +388,14 @@ def _has_tensorboard() -> bool:
 
 def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -> Path:
     """Train one run; on failure results.json says why (status 'failed') and the error propagates."""
-    trainer = Trainer(cfg, resume=resume, command=command or " ".join(["lora-ft", *sys.argv[1:]]))
     try:
-        return trainer.run()
-    except BaseException as exc:
-        if trainer.accelerator.is_main_process:
-            trainer.results.mark_failed(exc)
-            write_results(trainer.run_dir, trainer.results)
-        raise
+        trainer = Trainer(cfg, resume=resume, command=command or " ".join(["lora-ft", *sys.argv[1:]]))
+        try:
+            return trainer.run()
+        except BaseException as exc:
+            if trainer.accelerator.is_main_process:
+                trainer.results.mark_failed(exc)
+                write_results(trainer.run_dir, trainer.results)
+            raise
+    finally:
+        _close_run_log()
