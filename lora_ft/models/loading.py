@@ -16,6 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from ..config import ModelConfig
+from ..hub import hub_reachable
 from . import architecture_for
 from .loading_paths import SHAPES_DIR, SHIPPED_SHAPES
 
@@ -96,12 +97,29 @@ def _cached_gguf(source: ModelSource) -> ModelSource:
     return ModelSource("dir", str(cache))
 
 
-def _offline_error(what: str, source: ModelSource, exc: Exception) -> ModelLoadError:
-    return ModelLoadError(
-        f"could not load the {what} of '{source.path}' from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-        "If this machine is offline, point model.name_or_path (and model.tokenizer) at a local directory written by "
-        "save_pretrained, or at a .gguf file; set HF_HUB_OFFLINE=1 to use files already in the hub cache."
+def _offline_error(what: str, source: ModelSource, exc: Exception, offline: bool) -> ModelLoadError:
+    reason = (
+        "the hub cannot be reached from this machine and the local hub cache does not hold it"
+        if offline
+        else f"{type(exc).__name__}: {exc}"
     )
+    return ModelLoadError(
+        f"could not load the {what} of '{source.path}' from the Hugging Face hub ({reason}). "
+        "Offline, point model.name_or_path (and model.tokenizer) at a local directory written by save_pretrained, "
+        "or at a .gguf file; a hub id works offline only once it is in the local hub cache."
+    )
+
+
+def _load_or_explain(what: str, source: ModelSource, load, errors: tuple[type[Exception], ...] = (OSError, ValueError)):
+    """`load(**kwargs)` (a `from_pretrained`); a hub id the hub cannot give becomes the message that says how to use
+    local files. When the hub cannot be reached at all, only the local hub cache is tried: no 25 s of retries."""
+    offline = source.kind == "hub" and not hub_reachable()
+    try:
+        return load(local_files_only=True) if offline else load()
+    except errors as exc:
+        if source.kind == "hub":
+            raise _offline_error(what, source, exc, offline) from exc
+        raise
 
 
 def load_model_config(cfg: ModelConfig) -> PretrainedConfig:
@@ -111,12 +129,9 @@ def load_model_config(cfg: ModelConfig) -> PretrainedConfig:
         config = AutoConfig.for_model(data.pop("model_type"), **data)
     else:
         source = resolve_source(cfg.name_or_path)
-        try:
-            config = AutoConfig.from_pretrained(source.path, **source.kwargs())
-        except (OSError, ValueError) as exc:
-            if source.kind == "hub":
-                raise _offline_error("config", source, exc) from exc
-            raise
+        config = _load_or_explain(
+            "config", source, lambda **kw: AutoConfig.from_pretrained(source.path, **source.kwargs(), **kw)
+        )
     for key, value in cfg.config_overrides.items():
         if not hasattr(config, key):
             raise ModelLoadError(f"model.config_overrides: {type(config).__name__} has no field {key!r}")
@@ -144,15 +159,14 @@ def load_model(cfg: ModelConfig):
     source = resolve_source(cfg.name_or_path)
     if source.kind == "gguf":
         source = _cached_gguf(source)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source.path, config=config, dtype=DTYPES[cfg.dtype], **source.kwargs()
-        )
-    except OSError as exc:
-        if source.kind == "hub":
-            raise _offline_error("weights", source, exc) from exc
-        raise
-    return model
+    return _load_or_explain(
+        "weights",
+        source,
+        lambda **kw: AutoModelForCausalLM.from_pretrained(
+            source.path, config=config, dtype=DTYPES[cfg.dtype], **source.kwargs(), **kw
+        ),
+        errors=(OSError,),  # a ValueError here is about the weights themselves, not about reaching them
+    )
 
 
 def load_tokenizer(cfg: ModelConfig):
@@ -165,12 +179,9 @@ def load_tokenizer(cfg: ModelConfig):
         source = resolve_source(name)
         if source.kind == "gguf":
             source = _cached_gguf(source)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
-    except (OSError, ValueError) as exc:
-        if source.kind == "hub":
-            raise _offline_error("tokenizer", source, exc) from exc
-        raise
+    tokenizer = _load_or_explain(
+        "tokenizer", source, lambda **kw: AutoTokenizer.from_pretrained(source.path, **source.kwargs(), **kw)
+    )
     if tokenizer.eos_token_id is None and "<|endoftext|>" in tokenizer.get_vocab():
         tokenizer.eos_token = "<|endoftext|>"  # a bare GPT-2 tokenizer.json carries no special-token roles
     if tokenizer.pad_token_id is None:

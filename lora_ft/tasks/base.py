@@ -8,12 +8,13 @@ tests exercise what a real run does.
 from __future__ import annotations
 
 import logging
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..hub import hub_offline_mode, hub_reachable
 
 if TYPE_CHECKING:
     from ..config import TaskConfig
@@ -258,7 +259,7 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()):
 
 
 def offline_message(task: str, hub_id: str) -> str:
-    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") else ""
+    offline = " (HF_HUB_OFFLINE is set)" if hub_offline_mode() else ""
     return (
         f"cannot load the {task} dataset {hub_id!r} from the Hugging Face hub{offline}: this machine seems to be offline "
         f"or the hub is unreachable. Point task.train_file / task.validation_file / task.test_file at local files "
@@ -273,6 +274,8 @@ def load_hub_split(hub_id: str, config_name: str | None, revision: str | None, h
     from datasets.exceptions import DatasetNotFoundError
 
     where = f"{hub_id}" + (f" (config {config_name})" if config_name else "") + (f" at revision {revision}" if revision else "")
+    if not hub_offline_mode() and not hub_reachable():  # fail now, not after datasets' retries
+        raise TaskDataError(offline_message(task, hub_id))
     try:
         return datasets.load_dataset(hub_id, config_name, revision=revision, split=hub_split)
     except DatasetNotFoundError as exc:

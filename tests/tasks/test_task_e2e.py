@@ -114,7 +114,7 @@ def test_offline_hub_explains_how_to_use_local_files(monkeypatch):
     assert isinstance(info.value.__cause__, ConnectionError)
 
 
-def test_hub_defaults_reach_load_dataset(monkeypatch):
+def test_hub_defaults_reach_load_dataset(monkeypatch, hub_up):
     import datasets
 
     calls = []
@@ -167,7 +167,7 @@ def test_score_passes_reference_groups_to_the_e2e_scorer(fake_metric):
         task.score(["only one"], items)
 
 
-def test_unknown_hub_dataset_says_which_settings_to_check(monkeypatch):
+def test_unknown_hub_dataset_says_which_settings_to_check(monkeypatch, hub_up):
     import datasets
     from datasets.exceptions import DatasetNotFoundError
 
@@ -177,3 +177,17 @@ def test_unknown_hub_dataset_says_which_settings_to_check(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", missing)
     with pytest.raises(TaskDataError, match=r"no dataset someone/e2e.*task.hub_id / task.hub_revision"):
         _task(hub_id="someone/e2e").load("train")
+
+
+def test_unreachable_hub_fails_at_once_with_the_local_files_advice(monkeypatch):
+    """No 25 s of datasets' retries: when the hub cannot be reached, the advice comes before load_dataset is called."""
+    import datasets
+
+    def must_not_be_called(*args, **kwargs):
+        raise AssertionError("load_dataset called although the hub is unreachable")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("lora_ft.tasks.base.hub_reachable", lambda: False)
+    monkeypatch.setattr(datasets, "load_dataset", must_not_be_called)
+    with pytest.raises(TaskDataError, match="task.train_file / task.validation_file / task.test_file"):
+        _task().load("validation")

@@ -51,7 +51,7 @@ def test_test_split_and_unlabelled_rows_are_errors(tmp_path):
         get_task(TaskConfig(name="mnli", train_file=str(path))).load("train")
 
 
-def test_validation_means_validation_matched_on_the_hub(monkeypatch):
+def test_validation_means_validation_matched_on_the_hub(monkeypatch, hub_up):
     import datasets
 
     calls = []
