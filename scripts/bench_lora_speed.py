@@ -13,25 +13,34 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 
-def _time(fn, steps: int, warmup: int = 3) -> float:
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _time_pair(fns: dict, steps: int, warmup: int = 3) -> dict[str, float]:
+    """Median ms per call of each function, the calls interleaved so that drift in machine load hits all alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns.items())
     for _ in range(steps):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+        order.reverse()  # each goes first half of the time: no advantage from running just after the other
+        for name, fn in order:
+            _sync()
+            start = time.perf_counter()
+            fn()
+            _sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1000 for name, t in times.items()}
 
 
 def main() -> None:
@@ -65,6 +74,23 @@ def main() -> None:
         base, peft.LoraConfig(r=args.rank, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"], fan_in_fan_out=True)
     ).to(device)
 
+    results: dict = {"device": str(device), "model": args.model, "layers": args.layers or ours.config.n_layer,
+                     "batch": args.batch, "seq": args.seq, "rank": args.rank, "torch": torch.__version__,
+                     "peft": peft.__version__}
+    # The adapted projection alone (first block's c_attn), forward + backward: the only part where the two differ,
+    # without the frozen rest of the model diluting the comparison.
+    hidden = torch.randn(args.batch, args.seq, ours.config.n_embd, device=device)
+
+    def layer_step(layer):
+        def step():
+            x = hidden.clone().requires_grad_(True)  # inside a model the input needs its gradient too
+            layer(x).sum().backward()
+        return step
+
+    layers = {"lora_ft": ours.transformer.h[0].attn.c_attn, "peft": theirs.base_model.model.transformer.h[0].attn.c_attn}
+    for name, ms in _time_pair({k: layer_step(v) for k, v in layers.items()}, 4 * args.steps).items():
+        results[f"{name}_c_attn_fwd_bwd_ms"] = round(ms, 2)
+
     vocab = ours.config.vocab_size
     ids = torch.randint(0, vocab, (args.batch, args.seq), device=device)
 
@@ -76,21 +102,31 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
         return step
 
-    results = {"device": str(device), "model": args.model, "layers": args.layers or ours.config.n_layer,
-               "batch": args.batch, "seq": args.seq, "rank": args.rank, "torch": torch.__version__, "peft": peft.__version__}
+    steps = {}
     for name, model in (("lora_ft", ours), ("peft", theirs)):
         model.train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        results[f"{name}_train_step_ms"] = round(_time(train_step(model, optimizer), args.steps), 2)
+        steps[name] = train_step(model, optimizer)
+    for name, ms in _time_pair(steps, args.steps).items():
+        results[f"{name}_train_step_ms"] = round(ms, 2)
     from lora_ft.methods import build_method
 
     build_method("lora", cfg.method.config).merge(ours)
     merged_theirs = theirs.merge_and_unload()
+    ours.eval()
+    merged_theirs.eval()
     with torch.inference_mode():
-        for name, model in (("lora_ft", ours), ("peft", merged_theirs)):
-            model.eval()
-            results[f"{name}_merged_forward_ms"] = round(_time(lambda: model(input_ids=ids), args.steps), 2)
+        forwards = {"lora_ft": lambda: ours(input_ids=ids), "peft": lambda: merged_theirs(input_ids=ids)}
+        for name, ms in _time_pair(forwards, args.steps).items():
+            results[f"{name}_merged_forward_ms"] = round(ms, 2)
     results["train_step_ratio_lora_ft_over_peft"] = round(results["lora_ft_train_step_ms"] / results["peft_train_step_ms"], 3)
+    results["c_attn_ratio_lora_ft_over_peft"] = round(
+        results["lora_ft_c_attn_fwd_bwd_ms"] / results["peft_c_attn_fwd_bwd_ms"], 3
+    )
+    results["merged_forward_ratio_lora_ft_over_peft"] = round(
+        results["lora_ft_merged_forward_ms"] / results["peft_merged_forward_ms"], 3
+    )
+    results["command"] = "python scripts/bench_lora_speed.py " + " ".join(sys.argv[1:])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
