@@ -81,13 +81,16 @@ def _cached_gguf(source: ModelSource) -> ModelSource:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tmp-"))
         kwargs = {"gguf_file": source.gguf_file}
-        dequantised = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **kwargs)
-        # transformers marks a GGUF-loaded model as quantized and refuses to save it: copy into a plain model.
-        config = dequantised.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(dequantised.state_dict())
+        # The copy below initialises random weights first: without fork_rng, a seeded run that happens to fill the
+        # cache would draw its LoRA init (and dropout) from another RNG state than the same run with the cache full.
+        with torch.random.fork_rng(devices=[]):
+            dequantised = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **kwargs)
+            # transformers marks a GGUF-loaded model as quantized and refuses to save it: copy into a plain model.
+            config = dequantised.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            plain.load_state_dict(dequantised.state_dict())
         plain.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(source.path, **kwargs).save_pretrained(tmp)
         try:

