@@ -67,7 +67,7 @@ def evaluate_run(
     cfg = load_config(run_dir / CONFIG_FILE)
     split = split or cfg.decoding.split
     task = get_task(cfg.task)
-    task.check_source()
+    task.check_source((split,))
     chosen = [0] if base else resolve_epochs(run_dir, epochs)
     results = read_results(run_dir)
     examples = task.load(split)

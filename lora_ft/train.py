@@ -155,7 +155,7 @@ class Trainer:
         check_run_dir(self.run_dir, resume=resume, overwrite=cfg.output.overwrite)
         preflight(cfg)
         self.task = get_task(cfg.task)
-        self.task.check_source()
+        self.task.check_source(("train", "validation"))
 
         log_with = "tensorboard" if _has_tensorboard() else None
         # Without a GPU, Accelerate only forms a multi-process (gloo) group when told to use the CPU.

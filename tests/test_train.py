@@ -149,3 +149,20 @@ def test_each_run_in_one_process_gets_its_own_log(tmp_path):
     first_log, second_log = (first / "train.log").read_text(), (second / "train.log").read_text()
     assert str(first / "trained.safetensors") in first_log and str(second) not in first_log
     assert str(second / "trained.safetensors") in second_log and str(first) not in second_log
+
+
+def test_a_split_that_needs_the_unreachable_hub_fails_before_any_model_loads(tmp_path, monkeypatch):
+    """No validation_file with source 'auto' means the hub's validation split: offline, say so before loading."""
+    from lora_ft.tasks.base import TaskDataError
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the data check")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("lora_ft.tasks.base.hub_reachable", lambda: False)
+    monkeypatch.setattr("lora_ft.train.adapted_model", no_model)
+    config = tiny_config(tmp_path / "run")
+    config["task"]["validation_file"] = None
+    with pytest.raises(TaskDataError, match="validation split: cannot load the e2e dataset 'tuetschek/e2e_nlg'"):
+        train(config_from_dict(config))
+    assert not (tmp_path / "run").exists()

@@ -106,13 +106,18 @@ class Task(ABC):
         """Cheap pre-flight, before any model loads: local files exist and have a readable type, splits exist.
 
         `splits` (optional) are the splits the caller will load: each must exist for the task and, with
-        task.source 'local', have its file set. Raises TaskDataError. Does not touch the network.
+        task.source 'local', have its file set; one that would come from the hub needs the hub reachable (a TCP
+        probe of milliseconds, no download). Raises TaskDataError.
         """
         cfg = self.config
         for split in splits:
             self.check_split(split)
             if cfg.source == "local" and self.local_file_setting(split) is None:
                 raise TaskDataError(self.local_file_missing_message(split))
+            from_hub = cfg.source == "hub" or self.local_file_setting(split) is None
+            if from_hub and not hub_offline_mode() and not hub_reachable():
+                hub_id = cfg.hub_id or self.default_hub_id
+                raise TaskDataError(f"{split} split: {offline_message(self.name, hub_id)}")
         files = {split: self.local_file_setting(split) for split in SPLITS}
         if cfg.source == "local" and not any(files.values()):
             raise TaskDataError(
