@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
@@ -143,3 +144,39 @@ def test_reference_file_edge_cases(tmp_path: Path) -> None:
         write_predictions(tmp_path / "p.txt", ["two\nlines"])
     with pytest.raises(ValueError, match="reference group 0"):
         write_references(tmp_path / "r.txt", [[]])
+
+
+def _sacrebleu(predictions: list[str], references: list[list[str]]) -> float:
+    """BLEU from sacrebleu, the well-kept library, configured as metrics.md says (lowercase, 13a, padded streams)."""
+    import sacrebleu
+
+    width = max(len(refs) for refs in references)
+    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(width)]
+    return sacrebleu.corpus_bleu(predictions, streams, lowercase=True, tokenize="13a", force=True).score / 100
+
+
+def test_bleu_equals_sacrebleu_on_outputs_of_four_tokens_or_more(e2e_test_set, e2e_example) -> None:
+    mrs, references = e2e_test_set
+    outputs = [template_output(mr) for mr in mrs]
+    assert min(len(output.split()) for output in outputs) >= 4
+    assert e2e._bleu(outputs, references) == pytest.approx(_sacrebleu(outputs, references), abs=1e-12)
+    example_outputs, example_refs = e2e_example
+    assert e2e._bleu(example_outputs, example_refs) == pytest.approx(_sacrebleu(example_outputs, example_refs), abs=1e-12)
+
+
+def test_bleu_counts_short_outputs_as_the_official_port_does() -> None:
+    """Hand-worked: pymteval adds len - n + 1 candidate n-grams even when negative; sacrebleu adds 0."""
+    ref = ["the pub is cheap"]
+    outputs = ["The pub is cheap", "the pub is cheap", "the pub"]
+    # n-gram candidates: 1: 4+4+2 = 10, 2: 3+3+1 = 7, 3: 2+2+0 = 4, 4: 1+1-1 = 1; matches 10, 7, 4, 2.
+    # precision = (1 * 1 * 1 * 2/1) ** (1/4); brevity: output 10 tokens, references 12: exp(1 - 12/10).
+    expected = math.exp(1 - 12 / 10) * 2 ** 0.25
+    assert e2e._bleu(outputs, [ref] * 3) == pytest.approx(expected, rel=1e-12)
+    assert _sacrebleu(outputs, [ref] * 3) == pytest.approx(math.exp(1 - 12 / 10), rel=1e-9)  # 4-grams: 2 of 2
+
+
+def test_bleu_of_an_empty_output_is_tiny_not_undefined() -> None:
+    """An empty output is one empty token; orders without matches or candidates are floored (1e-15, 1e-9)."""
+    # candidates 1, 0, -1, -2 -> 1, 1e-9, 1e-9, 1e-9; matches 0 -> 1e-15; brevity exp(1 - 4/1).
+    expected = math.exp(1 - 4) * math.exp((math.log(1e-15 / 1) + 3 * math.log(1e-15 / 1e-9)) / 4)
+    assert e2e._bleu([""], [["a b c d"]]) == pytest.approx(expected, rel=1e-12)
