@@ -16,6 +16,7 @@ from lora_ft.metrics.e2e import read_predictions, read_references
 from lora_ft.results import read_results
 from lora_ft.scoring import score_files
 from lora_ft.train import train
+from tiny_runs import tiny_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -24,32 +25,11 @@ E2E_METRICS = ["BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"]
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs a Java runtime")
 
 
-def tiny_run_config(run_dir: Path) -> dict:
-    return {
-        "model": {
-            "name_or_path": "gpt2",
-            "tokenizer": str(SHARED / "gpt2-tokenizer"),
-            "random_init": True,
-            "config_overrides": {"n_layer": 2, "n_embd": 32, "n_head": 2},
-        },
-        "task": {
-            "name": "e2e",
-            "train_file": str(SHARED / "e2e" / "valid.txt"),
-            "validation_file": str(SHARED / "e2e" / "valid.txt"),
-            "test_file": str(SHARED / "e2e" / "test.txt"),
-            "max_train_examples": 16,
-            "max_eval_examples": 3,
-        },
-        "method": {"name": "lora", "rank": 2, "alpha": 4, "targets": ["q", "v"]},
-        "training": {"epochs": 2, "batch_size": 8, "learning_rate": 5e-3, "warmup_steps": 1, "seed": 5},
-        "decoding": {"num_beams": 2, "max_new_tokens": 6, "batch_size": 2},
-        "output": {"dir": str(run_dir)},
-    }
-
-
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    return train(config_from_dict(tiny_run_config(tmp_path_factory.mktemp("eval") / "run")))
+    config = tiny_run_config(tmp_path_factory.mktemp("eval") / "run")
+    config["task"]["max_eval_examples"] = 3
+    return train(config_from_dict(config))
 
 
 @needs_java

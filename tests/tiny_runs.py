@@ -1,0 +1,32 @@
+"""The run config the end-to-end tests share: a tiny random GPT-2 with the real tokenizer, trained on real E2E rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def tiny_run_config(run_dir: Path, **training) -> dict:
+    """LoRA r=2 on q,v of a 2-block GPT-2 (width 32); 32 training rows, 2 test MRs; `training` overrides the recipe."""
+    return {
+        "model": {
+            "name_or_path": "gpt2",
+            "tokenizer": str(SHARED / "gpt2-tokenizer"),
+            "random_init": True,
+            "config_overrides": {"n_layer": 2, "n_embd": 32, "n_head": 2},
+        },
+        "task": {
+            "name": "e2e",
+            "train_file": str(SHARED / "e2e" / "valid.txt"),
+            "validation_file": str(SHARED / "e2e" / "valid.txt"),
+            "test_file": str(SHARED / "e2e" / "test.txt"),
+            "max_train_examples": 32,
+            "max_eval_examples": 2,
+        },
+        "method": {"name": "lora", "rank": 2, "alpha": 4, "dropout": 0.1, "targets": ["q", "v"]},
+        "training": {"epochs": 2, "batch_size": 8, "learning_rate": 5e-3, "warmup_steps": 2, "seed": 3, **training},
+        "decoding": {"num_beams": 2, "max_new_tokens": 6, "batch_size": 2},
+        "output": {"dir": str(run_dir)},
+    }
