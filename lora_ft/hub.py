@@ -38,3 +38,9 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
     except OSError:
         return False
     return True
+
+
+def hub_expected_but_unreachable() -> bool:
+    """The user did not ask for the cache only (HF_HUB_OFFLINE), yet the hub cannot be reached: data that would come
+    from the hub can only fail, so say so now."""
+    return not hub_offline_mode() and not hub_reachable()

@@ -117,29 +117,27 @@ def _peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
-def _open_run_log(run_dir: Path, is_main: bool) -> logging.Handler | None:
+_RUN_LOG = "lora_ft-run-log"  # the name of the file handler a run adds, so that the next run can find and close it
+
+
+def _open_run_log(run_dir: Path, is_main: bool) -> None:
     """Send every lora_ft logger's records to <run_dir>/train.log (main process only), replacing a previous run's file
     handler: several runs trained in one process (a sweep, the tests) each get their own log."""
     package_logger = logging.getLogger("lora_ft")
     package_logger.setLevel(logging.INFO)
-    _close_run_log(package_logger)
-    if not is_main:
-        return None
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.set_name(_RUN_LOG)
-    package_logger.addHandler(handler)
-    return handler
+    _close_run_log()
+    if is_main:
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.set_name(_RUN_LOG)
+        package_logger.addHandler(handler)
 
 
-def _close_run_log(package_logger: logging.Logger | None = None) -> None:
-    package_logger = package_logger or logging.getLogger("lora_ft")
+def _close_run_log() -> None:
+    package_logger = logging.getLogger("lora_ft")
     for handler in [h for h in package_logger.handlers if h.get_name() == _RUN_LOG]:
         package_logger.removeHandler(handler)
         handler.close()
-
-
-_RUN_LOG = "lora_ft-run-log"
 
 
 class Trainer:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..hub import hub_offline_mode, hub_reachable
+from ..hub import hub_expected_but_unreachable, hub_offline_mode
 
 if TYPE_CHECKING:
     from ..config import TaskConfig
@@ -115,7 +115,7 @@ class Task(ABC):
             if cfg.source == "local" and self.local_file_setting(split) is None:
                 raise TaskDataError(self.local_file_missing_message(split))
             from_hub = cfg.source == "hub" or self.local_file_setting(split) is None
-            if from_hub and not hub_offline_mode() and not hub_reachable():
+            if from_hub and hub_expected_but_unreachable():
                 hub_id = cfg.hub_id or self.default_hub_id
                 raise TaskDataError(f"{split} split: {offline_message(self.name, hub_id)}")
         files = {split: self.local_file_setting(split) for split in SPLITS}
@@ -279,7 +279,7 @@ def load_hub_split(hub_id: str, config_name: str | None, revision: str | None, h
     from datasets.exceptions import DatasetNotFoundError
 
     where = f"{hub_id}" + (f" (config {config_name})" if config_name else "") + (f" at revision {revision}" if revision else "")
-    if not hub_offline_mode() and not hub_reachable():  # fail now, not after datasets' retries
+    if hub_expected_but_unreachable():  # fail now, not after datasets' retries
         raise TaskDataError(offline_message(task, hub_id))
     try:
         return datasets.load_dataset(hub_id, config_name, revision=revision, split=hub_split)

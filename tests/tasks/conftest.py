@@ -48,4 +48,4 @@ def fake_metric(monkeypatch):
 def hub_up(monkeypatch):
     """Tests that fake `datasets.load_dataset` need the hub to look reachable (it is not, on CI), or loading stops
     before the fake is called."""
-    monkeypatch.setattr("lora_ft.tasks.base.hub_reachable", lambda: True)
+    monkeypatch.setattr("lora_ft.hub.hub_reachable", lambda: True)

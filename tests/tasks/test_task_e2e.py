@@ -187,7 +187,7 @@ def test_unreachable_hub_fails_at_once_with_the_local_files_advice(monkeypatch):
         raise AssertionError("load_dataset called although the hub is unreachable")
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr("lora_ft.tasks.base.hub_reachable", lambda: False)
+    monkeypatch.setattr("lora_ft.hub.hub_reachable", lambda: False)
     monkeypatch.setattr(datasets, "load_dataset", must_not_be_called)
     with pytest.raises(TaskDataError, match="task.train_file / task.validation_file / task.test_file"):
         _task().load("validation")
