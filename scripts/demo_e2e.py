@@ -43,7 +43,7 @@ def method_label(method) -> str:
 def report(run_dir: Path, train_seconds: float, total_seconds: float) -> str:
     """The demo's table (our two rows beside the paper's) and what it means, from the run directory alone."""
     from lora_ft.config import load_config
-    from lora_ft.report.paper_numbers import TABLE3
+    from lora_ft.report.paper_numbers import TABLE3, TABLE3_METRICS
     from lora_ft.results import read_results
 
     cfg = load_config(run_dir / "config.yaml")
@@ -59,7 +59,7 @@ def report(run_dir: Path, train_seconds: float, total_seconds: float) -> str:
     ]
     for row in TABLE3:
         if row.label in PAPER_ROWS:
-            scores = {metric: row.scores[key] for metric, key in zip(METRICS, ("bleu", "nist", "meteor", "rouge_l", "cider"))}
+            scores = {metric: row.scores[key] for metric, key in zip(METRICS, TABLE3_METRICS, strict=True)}
             rows.append((f"paper: {row.label}", row.trainable_printed, scores))
     n_items = tuned.num_items
     empty_base = sum(1 for line in (run_dir / base.predictions_file).read_text().splitlines() if not line.strip())
