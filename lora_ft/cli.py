@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .errors import EXIT_USER_ERROR, UserError
 from .schema import ConfigError
 
 
@@ -129,12 +130,6 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-USER_ERRORS = {
-    "ModelLoadError", "TaskDataError", "RunDirectoryError", "MeteorUnavailableError", "ResultsError",
-    "UnsupportedArchitectureError", "ReportError", "ExportError", "SweepError",
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora-ft", description="Reproduce the LoRA paper's experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,13 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"lora-ft: config error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
+        return EXIT_USER_ERROR
+    except (UserError, FileNotFoundError) as exc:
         # Errors about the user's input or files get one clear line; anything else is a bug and keeps its traceback.
-        if type(exc).__name__ in USER_ERRORS or isinstance(exc, FileNotFoundError):
-            print(f"lora-ft: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+        print(f"lora-ft: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

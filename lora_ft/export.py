@@ -28,9 +28,10 @@ from torch import nn
 from .methods.base import Method
 from .methods.lora import LoraLayer, lora_layers, unwrap_lora
 from .models import Architecture
+from .errors import UserError
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The model cannot be exported this way; the message says why and what to do instead."""
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Mapping
+from .errors import UserError
 
 SCHEMA_VERSION = 1
 RESULTS_FILENAME = "results.json"
@@ -52,7 +53,7 @@ TRACKED_PACKAGES: tuple[str, ...] = (
 )
 
 
-class ResultsError(Exception):
+class ResultsError(UserError):
     """A results file is missing, unreadable, or does not follow the schema."""
 
 

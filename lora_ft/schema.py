@@ -11,9 +11,10 @@ import difflib
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
+from .errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value or key is wrong; the message names the key, the file and how to fix it."""
 
 

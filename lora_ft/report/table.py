@@ -50,6 +50,7 @@ from lora_ft.report.paper_numbers import (
     model_key,
 )
 from lora_ft.results import RESULTS_FILENAME, Evaluation, ResultsError, RunResults, read_results
+from ..errors import UserError
 
 Layout = Literal["auto", "table3", "table4"]
 Format = Literal["markdown", "latex", "csv", "json"]
@@ -57,7 +58,7 @@ EpochChoice = Literal["best", "last", "best_val_loss"]
 LAYOUTS = ("auto", "table3", "table4")
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """The runs given cannot make the requested table, plot or analysis (the message says why and what to do)."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..hub import hub_expected_but_unreachable, hub_offline_mode
+from ..errors import UserError
 
 if TYPE_CHECKING:
     from ..config import TaskConfig
@@ -27,7 +28,7 @@ SPLITS = ("train", "validation", "test")
 TABLE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-class TaskDataError(ValueError):
+class TaskDataError(UserError, ValueError):
     """The task's data is missing or malformed; the message says where and how to fix it."""
 
 
