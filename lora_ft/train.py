@@ -5,17 +5,15 @@ step's batch is split over the processes, and the loss is normalised by the glob
 2-process run follows the same loss curve as a 1-process run of the same batch.
 
 Run directory: config.yaml, results.json, train.log, trained.safetensors (last epoch), and
-checkpoints/epoch-N/ (trained tensors, optimizer, scheduler, RNG) from which `--resume` continues.
+checkpoints/epoch-N/ (trained tensors, optimizer, scheduler, RNG; see checkpoint.py) from which `--resume` continues.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
-import random
 import resource
 import shutil
 import sys
@@ -23,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -33,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .build import adapted_model, parameter_report, preflight
-from .checkpoint import TRAINED_FILE, load_trained, save_trained
+from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
 from .config import RunConfig
 from .data import CausalLMCollator, VirtualTokens, build_train_dataset
 from .models.loading import load_tokenizer
@@ -45,8 +42,6 @@ logger = logging.getLogger("lora_ft.train")
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS_DIR = "checkpoints"
-STATE_FILE = "training_state.pt"
-PROGRESS_FILE = "progress.json"  # small, so finding the latest checkpoint reads no optimizer state
 
 
 class RunDirectoryError(UserError, RuntimeError):
@@ -95,21 +90,6 @@ class Progress:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
     batches_in_epoch: int = 0  # batches of the current epoch already consumed (step checkpoints)
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _peak_memory_bytes(device: torch.device) -> int:
@@ -230,24 +210,15 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------------------------------
 
     def _checkpoint_dirs(self) -> list[Path]:
-        root = self.run_dir / CHECKPOINTS_DIR
-        dirs = [d for d in root.glob("*") if (d / PROGRESS_FILE).is_file()] if root.is_dir() else []
-        return sorted(dirs, key=lambda d: json.loads((d / PROGRESS_FILE).read_text())["step"])
+        return checkpoint_dirs(self.run_dir / CHECKPOINTS_DIR)
 
     def save_checkpoint(self, name: str) -> None:
         acc = self.accelerator
-        directory = self.run_dir / CHECKPOINTS_DIR / name
+        write_checkpoint(
+            acc, self.run_dir / CHECKPOINTS_DIR, name, model=self.model, method=self.method,
+            optimizer=self.optimizer, scheduler=self.scheduler, progress=dataclasses.asdict(self.progress),
+        )
         if acc.is_main_process:
-            save_trained(acc.unwrap_model(self.model), self.cfg.method.name, directory)
-            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-            torch.save(state, directory / "training_state.tmp")
-            (directory / "training_state.tmp").replace(directory / STATE_FILE)
-        acc.wait_for_everyone()
-        torch.save(_rng_state(), directory / f"rng-{acc.process_index}.pt")  # every process has its own RNG
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            # Written last: a checkpoint without it is incomplete and never resumed from.
-            write_json_atomic(directory / PROGRESS_FILE, dataclasses.asdict(self.progress), overwrite=True)
             keep = self.cfg.output.keep_checkpoints
             epoch_dirs = [d for d in self._checkpoint_dirs() if d.name.startswith("epoch-")]
             for old in epoch_dirs[:-keep] if keep else []:
@@ -255,16 +226,15 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _load_latest_checkpoint(self) -> None:
-        dirs = self._checkpoint_dirs()
-        if not dirs:
-            raise RunDirectoryError(f"--resume: no complete checkpoint under {self.run_dir / CHECKPOINTS_DIR}")
-        latest = dirs[-1]
-        load_trained(self.accelerator.unwrap_model(self.model), latest)
-        state = torch.load(latest / STATE_FILE, weights_only=False)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.progress = Progress(**json.loads((latest / PROGRESS_FILE).read_text()))
-        _set_rng_state(torch.load(latest / f"rng-{self.accelerator.process_index}.pt", weights_only=False))
+        """Continue from the newest checkpoint whose files match its manifest; each skipped one is a warning."""
+        root = self.run_dir / CHECKPOINTS_DIR
+        latest, progress, skipped = resume_latest(
+            root, self.accelerator, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
+        )
+        if latest is None:
+            why = f": skipped {'; '.join(skipped[:3])}{f' and {len(skipped) - 3} more' if len(skipped) > 3 else ''}" if skipped else ""
+            raise RunDirectoryError(f"--resume: no intact checkpoint under {root}{why}")
+        self.progress = Progress(**progress)
         logger.info("resumed from %s (epoch %d, step %d)", latest, self.progress.epoch, self.progress.step)
 
     # -- loop --------------------------------------------------------------------------------------------------------
@@ -364,7 +334,7 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            save_trained(acc.unwrap_model(self.model), self.cfg.method.name, self.run_dir)
+            save_trained(acc.unwrap_model(self.model), self.method, self.run_dir)
             self.results.status = "trained"
             self.results.wall_time_s = (self.results.wall_time_s or 0.0) + seconds
             peak = _peak_memory_bytes(acc.device)

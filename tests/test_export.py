@@ -173,7 +173,7 @@ def test_export_run_from_a_run_directory(tiny, tiny_model_dir, gpt2_tokenizer_di
     })
     built = adapted_model(cfg)
     tiny.perturb(built.model, std=0.2)
-    save_trained(built.model, "lora", run_dir)
+    save_trained(built.model, built.method, run_dir)
     (run_dir / CONFIG_FILE).write_text(cfg.to_yaml())
     ids = tiny.ids()
     expected = logits(built.model.eval(), ids)

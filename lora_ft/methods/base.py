@@ -39,6 +39,11 @@ class Method(ABC):
         """(prefix, infix) slots this method needs in every input; prefix methods override."""
         return (0, 0)
 
+    def checkpoint_metadata(self, model: nn.Module) -> dict[str, str]:
+        """Strings a reader of the saved trained tensors needs beyond their names and shapes (stored in
+        trained.safetensors' metadata); methods whose tensors need none keep this default."""
+        return {}
+
     def size_label(self) -> str:
         """The method's size as a table prints it, e.g. "r=4"; empty when the method has no size."""
         return ""

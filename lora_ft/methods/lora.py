@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -167,6 +166,10 @@ class LoRA(Method):
     def size_label(self) -> str:
         return f"r={self.config.rank}"
 
+    def checkpoint_metadata(self, model: nn.Module) -> dict[str, str]:
+        """The slice names of every adapted module: a reader needs them to split the stacked A and B per weight."""
+        return {SLICES_METADATA_KEY: json.dumps({name: layer.slice_names for name, layer in lora_layers(model).items()})}
+
     def merge(self, model: nn.Module) -> None:
         for layer in lora_layers(model).values():
             layer.merge()
@@ -200,11 +203,7 @@ def lora_factors(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor
 SLICES_METADATA_KEY = "lora_slices"
 
 
-def checkpoint_metadata(model: nn.Module) -> dict[str, str]:
-    """What a reader of a saved LoRA checkpoint needs to split the stacked A and B per weight."""
-    return {SLICES_METADATA_KEY: json.dumps({name: layer.slice_names for name, layer in lora_layers(model).items()})}
-
-
+# Read by lora_ft.checkpoint.load_lora_factors; methods never import checkpoint code (it is the layer above them).
 def factors_from_state_dict(
     tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -216,13 +215,3 @@ def factors_from_state_dict(
         for i, name in enumerate(names):
             factors[f"{module_name}:{name}"] = (a[i * r : (i + 1) * r], b[i])
     return factors
-
-
-def load_lora_factors(run_dir: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(A, B) per adapted weight from a run directory's saved LoRA weights, without building the model."""
-    from ..checkpoint import read_trained
-
-    tensors, metadata = read_trained(Path(run_dir))
-    if SLICES_METADATA_KEY not in metadata:
-        raise ValueError(f"{run_dir} holds no LoRA weights (method: {metadata.get('method', 'unknown')})")
-    return factors_from_state_dict(tensors, metadata)

@@ -116,9 +116,9 @@ def amplification_factor(delta_w: Any, w: Any, rank: int | None = None) -> float
 
 def _default_factor_loader(run_dir: Path) -> Mapping[str, tuple[Any, Any]]:
     try:
-        from lora_ft.methods.lora import load_lora_factors
+        from lora_ft.checkpoint import load_lora_factors
     except ImportError as exc:
-        raise RuntimeError(f"cannot load LoRA factors: lora_ft.methods.lora.load_lora_factors is unavailable ({exc})") from exc
+        raise RuntimeError(f"cannot load LoRA factors: lora_ft.checkpoint.load_lora_factors is unavailable ({exc})") from exc
     return load_lora_factors(run_dir)
 
 
@@ -272,7 +272,7 @@ def analyze_runs(
     ``<out_dir>/subspace_<key>.png``; and each run's amplification factor with ΔW = (α/r)·B·A and W the frozen
     weight, from ``base_weights`` (key -> W, out × in) or, by default, the run's base model rebuilt with
     :func:`load_base_weights` (skipped, with a note, when that cannot load). Everything goes into
-    ``<out_dir>/analysis.json``. ``factor_loader`` defaults to ``lora_ft.methods.lora.load_lora_factors``
+    ``<out_dir>/analysis.json``. ``factor_loader`` defaults to ``lora_ft.checkpoint.load_lora_factors``
     (run_dir -> {key: (A r×in, B out×r)}).
     """
     out_dir = Path(out_dir)

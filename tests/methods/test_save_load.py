@@ -22,7 +22,7 @@ def test_save_then_load_reproduces_outputs(tiny, family, method_name, tmp_path):
         pytest.skip("LLaMA has no biases")
     trained, method, _ = tiny.adapt(family, method_name)
     tiny.perturb(trained, std=0.2)  # stands in for training
-    path = save_trained(trained, method_name, tmp_path)
+    path = save_trained(trained, method, tmp_path)
     assert path == tmp_path / TRAINED_FILE
     tensors, metadata = read_trained(tmp_path)
     assert metadata["method"] == method_name
@@ -38,8 +38,8 @@ def test_save_then_load_reproduces_outputs(tiny, family, method_name, tmp_path):
 
 
 def test_loading_into_another_config_fails_clearly(tiny, tmp_path):
-    trained, _, _ = tiny.adapt("gpt2", "lora", rank=2, alpha=8.0, dropout=0.0, targets=["q", "v"])
-    save_trained(trained, "lora", tmp_path)
+    trained, method, _ = tiny.adapt("gpt2", "lora", rank=2, alpha=8.0, dropout=0.0, targets=["q", "v"])
+    save_trained(trained, method, tmp_path)
     other, _, _ = tiny.adapt("gpt2", "lora", rank=2, alpha=8.0, dropout=0.0, targets=["q", "v", "o"])
     with pytest.raises(ValueError, match="does not fit this model"):
         load_trained(other, tmp_path)

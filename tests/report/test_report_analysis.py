@@ -148,12 +148,13 @@ def test_analyze_real_lora_runs_of_a_tiny_gpt2(tmp_path: Path):
         cfg = config_from_dict({"model": {"name_or_path": str(base_dir)}, "task": {"name": "e2e"},
                                 "method": {"name": "lora", "rank": rank, "alpha": 8, "targets": ["q", "v"]},
                                 "output": {"dir": str(run_dir)}})
-        model = adapted_model(cfg).model
+        built = adapted_model(cfg)
+        model = built.model
         with torch.no_grad():
             for p in model.parameters():
                 if p.requires_grad:
                     p.normal_()  # a "trained" update: B != 0
-        save_trained(model, "lora", run_dir)
+        save_trained(model, built.method, run_dir)
         results = RunResults.start(run_dir.name, cfg.to_dict())
         results.status = "trained"
         write_results(run_dir, results)
