@@ -163,7 +163,14 @@ def write_manifest(directory: Path, progress: dict, num_processes: int) -> None:
         for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST_FILE
     }
     manifest = {"format": CHECKPOINT_FORMAT, "progress": progress, "num_processes": num_processes, "files": files}
+    manifest["sha256"] = _manifest_digest(manifest)
     write_json_atomic(directory / MANIFEST_FILE, manifest, overwrite=True)
+
+
+def _manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's own content (all but this field), so that a damaged manifest is noticed too."""
+    content = {k: v for k, v in manifest.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _read_manifest(directory: Path) -> dict:
@@ -184,22 +191,26 @@ def _read_manifest(directory: Path) -> dict:
         isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("sha256"), str) for e in files.values()
     ):
         raise CheckpointError(f"{directory}: its {MANIFEST_FILE} is not a {CHECKPOINT_FORMAT} manifest")
+    if manifest.get("sha256") != _manifest_digest(manifest):
+        raise CheckpointError(f"{directory}: its {MANIFEST_FILE} is damaged (its content does not match its sha256)")
     return manifest
 
 
 def _verify_files(directory: Path, manifest: dict, names) -> None:
     files = manifest["files"]
     for name in names:
-        if name not in files or Path(name).name != name:
+        if name not in files:
             raise CheckpointError(f"{directory}: {MANIFEST_FILE} does not list {name}")
+        if Path(name).name != name or name in (".", ".."):
+            raise CheckpointError(f"{directory}: {MANIFEST_FILE} names {name!r}, which is not a file of the checkpoint")
         path, entry = directory / name, files[name]
         if not path.is_file():
             raise CheckpointError(f"{directory}: {name} is missing")
         size = path.stat().st_size
         if size != entry["bytes"]:
-            raise CheckpointError(f"{directory}: {name} has {size} bytes, its manifest says {entry['bytes']} (truncated or replaced)")
+            raise CheckpointError(f"{directory}: {name} has {size} bytes, {MANIFEST_FILE} says {entry['bytes']} (truncated or replaced)")
         if file_sha256(path) != entry["sha256"]:
-            raise CheckpointError(f"{directory}: {name} does not match the sha256 in its manifest (damaged or replaced)")
+            raise CheckpointError(f"{directory}: {name} does not match its sha256 in {MANIFEST_FILE} (damaged or replaced)")
 
 
 def verify_checkpoint(directory: Path) -> dict:

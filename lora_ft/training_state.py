@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 STATE_FORMAT = "lora-ft-state/1"
@@ -90,14 +91,17 @@ def save_state(state: Any, directory: Path, stem: str) -> list[str]:
 
 
 def load_state(directory: Path, stem: str) -> Any:
-    """Read what `save_state` wrote. Raises OSError, ValueError (bad JSON, StateFormatError) or SafetensorError."""
+    """Read what `save_state` wrote. Raises OSError or ValueError (bad JSON, StateFormatError)."""
     document = json.loads((directory / f"{stem}.json").read_text(encoding="utf-8"))
     if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
         raise StateFormatError(f"not a {STATE_FORMAT} file")
     tensor_file = document.get("tensor_file")
     if tensor_file not in (None, f"{stem}.safetensors"):
         raise StateFormatError(f"names an unexpected tensor file {tensor_file!r}")
-    tensors = load_file(str(directory / tensor_file)) if tensor_file else {}
+    try:
+        tensors = load_file(str(directory / tensor_file)) if tensor_file else {}
+    except SafetensorError as exc:
+        raise StateFormatError(f"{tensor_file}: {exc}") from exc
     return _decode(document.get("state"), tensors)
 
 
