@@ -325,5 +325,7 @@ def resume_latest(root: Path, accelerator, *, model, optimizer, scheduler) -> tu
             skipped.append(f"{directory.name} ({reason})")
             _warn(f"--resume: skipping checkpoint {directory}: {reason}", accelerator)
             continue
+        if skipped:
+            _warn(f"--resume: continuing from {directory} (step {progress.get('step')}), the newest intact checkpoint", accelerator)
         return directory, progress, skipped
     return None, None, skipped

@@ -34,7 +34,7 @@ from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_train
 from .config import RunConfig
 from .data import CausalLMCollator, VirtualTokens, build_train_dataset
 from .models.loading import load_tokenizer
-from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_json_atomic, write_results, write_text_atomic
+from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
 from .tasks import get_task
 from .errors import UserError
 
@@ -232,8 +232,9 @@ class Trainer:
             root, self.accelerator, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
         )
         if latest is None:
-            why = f": skipped {'; '.join(skipped[:3])}{f' and {len(skipped) - 3} more' if len(skipped) > 3 else ''}" if skipped else ""
-            raise RunDirectoryError(f"--resume: no intact checkpoint under {root}{why}")
+            why = f": skipped {'; '.join(skipped[:3])}" if skipped else ""
+            more = f" and {len(skipped) - 3} more (see the warnings above)" if len(skipped) > 3 else ""
+            raise RunDirectoryError(f"--resume: no intact checkpoint under {root}{why}{more}")
         self.progress = Progress(**progress)
         logger.info("resumed from %s (epoch %d, step %d)", latest, self.progress.epoch, self.progress.step)
 

@@ -218,8 +218,9 @@ def test_a_damaged_latest_checkpoint_is_skipped_by_name(tiny, tmp_path, capsys, 
     assert found == tmp_path / "step-2" and progress["step"] == 2
     assert_identical((fresh.trained(), fresh.optimizer.state_dict(), fresh.scheduler.state_dict()), at_step_2)
     assert len(skipped) == 1 and skipped[0].startswith("step-4 (") and name in skipped[0]
-    warning = capsys.readouterr().err.strip()
-    assert warning.startswith(f"lora-ft: warning: --resume: skipping checkpoint {latest}: ") and name in warning
+    skipping, continuing = capsys.readouterr().err.strip().splitlines()
+    assert skipping.startswith(f"lora-ft: warning: --resume: skipping checkpoint {latest}: ") and name in skipping
+    assert continuing == f"lora-ft: warning: --resume: continuing from {tmp_path / 'step-2'} (step 2), the newest intact checkpoint"
 
 
 def test_a_checkpoint_cut_short_by_a_full_disk_leaves_the_previous_one_in_use(tiny, tmp_path, monkeypatch, capsys):
