@@ -284,7 +284,8 @@ def _read(directory: Path, name: str, read):
 def load_checkpoint(directory: Path, manifest: dict, accelerator, *, model, optimizer, scheduler) -> dict:
     """Restore a verified checkpoint into the model, optimizer, scheduler and this process's RNGs; returns its progress.
 
-    Everything is read (CheckpointError if a file does not parse) before anything is changed."""
+    Every file is parsed (CheckpointError if one does not) before anything is changed; only a malformed RNG state
+    can fail after that, and falling back to another checkpoint then replaces everything again."""
     tensors, metadata = read_trained(directory)
     optimizer_state = _read(directory, "optimizer.json", lambda: load_state(directory, "optimizer"))
     scheduler_state = _read(directory, "scheduler.json", lambda: load_state(directory, "scheduler"))
@@ -303,9 +304,10 @@ def load_checkpoint(directory: Path, manifest: dict, accelerator, *, model, opti
             set_rng_state(rng)
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:  # torch.set_rng_state: RuntimeError
             raise CheckpointError(f"{directory}: {rng_stem}.json holds no valid RNG state ({exc})") from exc
-    else:
-        _warn(f"{directory} has no RNG state for process {accelerator.process_index} (it was written by "
-              f"{manifest.get('num_processes')} processes): random draws (dropout) will differ from an uninterrupted run")
+    if manifest.get("num_processes") != accelerator.num_processes:
+        _warn(f"{directory} was written by {manifest.get('num_processes')} processes and this run has "
+              f"{accelerator.num_processes}: processes without a saved RNG state start fresh random draws (dropout), "
+              "so the run will not match an uninterrupted one exactly", accelerator)
     return progress
 
 

@@ -248,6 +248,16 @@ def test_a_checkpoint_cut_short_by_a_full_disk_leaves_the_previous_one_in_use(ti
     assert "incomplete" in capsys.readouterr().err
 
 
+def test_resuming_with_more_processes_warns_once_that_random_draws_differ(tiny, tmp_path, capsys):
+    Training(tiny, steps=2).save(tmp_path, "step-2")  # one process: rng-0 only
+    for rank in (0, 1):
+        process = OneProcess()
+        process.process_index, process.num_processes, process.is_main_process = rank, 2, rank == 0
+        found, _, _ = resume_latest(tmp_path, process, **Training(tiny).objects())
+        assert found == tmp_path / "step-2"
+    assert capsys.readouterr().err.count("was written by 1 processes and this run has 2") == 1
+
+
 def test_the_final_weights_are_verified_when_a_run_is_read(tiny, tmp_path):
     model, method, _ = tiny.adapt("gpt2", "lora")
     tiny.perturb(model)
