@@ -37,6 +37,7 @@ from .checkpoint import TRAINED_FILE, load_trained, save_trained
 from .config import RunConfig
 from .data import CausalLMCollator, VirtualTokens, build_train_dataset
 from .models.loading import load_tokenizer
+from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_json_atomic, write_results, write_text_atomic
 from .tasks import get_task
 from .errors import UserError
@@ -149,6 +150,20 @@ class Trainer:
         self.run_dir = run_dir_of(cfg)
         self.resume = resume
         self.command = command or "lora-ft train --config " + cfg.source
+        # One writer per run directory, taken before anything reads or writes it (main process only: run_lock.py).
+        self.run_lock = hold_run_lock(self.run_dir, self.command)
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run directory (idempotent); `train` calls it when the run ends, however it ends."""
+        if self.run_lock is not None:
+            self.run_lock.release()
+
+    def _setup(self, cfg: RunConfig, resume: bool) -> None:
         t = cfg.training
         # Cheap checks first: a bad config or data path fails before any model loads.
         check_run_dir(self.run_dir, resume=resume, overwrite=cfg.output.overwrite)
@@ -396,5 +411,7 @@ def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -
                 trainer.results.mark_failed(exc)
                 write_results(trainer.run_dir, trainer.results)
             raise
+        finally:
+            trainer.close()
     finally:
         _close_run_log()

@@ -1,0 +1,156 @@
+"""Writing files atomically, with the permissions the user's umask asks for, and one clear line when the disk is full.
+
+Every file lora-ft writes goes through a temporary file in the same folder that is renamed over the target once it is
+complete and on disk (fsync), so readers see either the old file or the whole new one, and a crash or a full disk never
+leaves half a file in place of a good one.
+
+- :func:`write_bytes_atomic` (and the text / JSON writers in ``results.py``) for bytes lora-ft has in memory;
+- :func:`atomic_output` for a file that another library writes (``torch.save``, safetensors' ``save_file``): it hands
+  out the temporary path and does the rest;
+- :func:`disk_full_is_user_error` around writers of whole folders (``save_pretrained``).
+
+Permissions: the temporary file is created like any other file (mode 0o666 filtered by the umask and the folder's
+default ACL), not with ``tempfile.mkstemp``'s fixed 0o600, which would make results unreadable to a group sharing runs.
+
+A full disk or an exceeded quota becomes a :class:`DiskFullError` (a UserError: one line, exit 2) naming the file,
+instead of a C++ message from torch (``[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534``, measured
+with torch 2.13 on a full tmpfs) or a Rust one from safetensors.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+
+
+class DiskFullError(UserError):
+    """A write failed because its filesystem is full or the user's quota is used up."""
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+# How the libraries word ENOSPC / EDQUOT. safetensors (Rust): "I/O error: No space left on device (os error 28)".
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
+# torch's zip writer (c10 inline_container.cc) reports a failed write without its errno, as "unexpected pos N vs M"
+# (measured on a full disk) or "file write failed"; a full disk or quota is by far the likeliest cause.
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed")
+
+
+def _free_space(path: Path) -> str:
+    for folder in (path.parent, *path.parent.parents):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        for unit in ("bytes", "KiB", "MiB", "GiB"):
+            if free < 1024 or unit == "GiB":
+                return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
+            free /= 1024
+    return "unknown"
+
+
+def disk_full_error(path: str | os.PathLike[str], exc: BaseException) -> DiskFullError | None:
+    """The one-line error for a failed write of ``path`` if ``exc`` (or an error it wraps) says the disk is full or
+    over quota; None for any other failure, which stays what it is."""
+    path = Path(path)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+            reason = os.strerror(current.errno).lower()
+        elif any(t in text for t in _DISK_FULL_TEXTS):
+            reason = "disk quota exceeded" if ("quota" in text or "error 122" in text) else "no space left on device"
+        elif "inline_container.cc" in text and any(t in text for t in _TORCH_WRITE_FAILED):
+            reason = "torch could not write it; most likely the disk is full or over quota"
+        else:
+            current = current.__cause__ or current.__context__
+            continue
+        return DiskFullError(
+            f"could not write {path}: {reason} ({_free_space(path)} free there). Free some space and run the command "
+            f"again (a training run continues from its last checkpoint with --resume); any previous {path.name} is kept"
+        )
+    return None
+
+
+@contextmanager
+def disk_full_is_user_error(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a full disk or quota inside the block into a :class:`DiskFullError` naming ``path``: for writers that are
+    not atomic, e.g. ``save_pretrained`` filling a new export folder. Any other error passes unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        full = disk_full_error(path, exc)
+        if full is None:
+            raise
+        raise full from exc
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable. Some filesystems cannot fsync a folder; the rename itself has happened either way."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temporary_path(path: Path) -> Path:
+    # In the target's folder (so that the rename is atomic), hidden, unique per process and call.
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path for a writer (``torch.save(obj, tmp)``, ``save_file(tensors, tmp)``); once the block
+    ends without error the file is synced and renamed to ``path``. On any error the temporary file is removed and
+    ``path`` is left as it was; a full disk or quota becomes :class:`DiskFullError`.
+
+    Refuses to replace an existing file unless ``overwrite=True``. Creates missing parent folders.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    tmp = _temporary_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)  # fsync works on a read-only descriptor: the writer's data reaches the disk
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        full = disk_full_error(path, exc)
+        if full is not None:
+            raise full from exc
+        raise
+    _fsync_folder(path.parent)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_output`); the new file's mode follows the umask."""
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        # O_EXCL: never write through a file (or link) someone else put there; mode 0o666 & ~umask, as open() gives.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    return path
