@@ -43,7 +43,7 @@ _TORCH_WRITE_FAILED = ("unexpected pos", "file write failed")
 
 
 def _free_space(path: Path) -> str:
-    for folder in (path.parent, *path.parent.parents):
+    for folder in (path, *path.parents):
         try:
             free = shutil.disk_usage(folder).free
         except OSError:
@@ -55,9 +55,10 @@ def _free_space(path: Path) -> str:
     return "unknown"
 
 
-def disk_full_error(path: str | os.PathLike[str], exc: BaseException) -> DiskFullError | None:
-    """The one-line error for a failed write of ``path`` if ``exc`` (or an error it wraps) says the disk is full or
-    over quota; None for any other failure, which stays what it is."""
+def disk_full_error(path: str | os.PathLike[str], exc: BaseException, *, kept: bool = False) -> DiskFullError | None:
+    """The one-line error for a failed write of ``path`` (a file, or the folder being written) if ``exc`` (or an error
+    it wraps) says the disk is full or over quota; None for any other failure, which stays what it is. ``kept``: the
+    message says that the previous file is kept (true of the atomic writers)."""
     path = Path(path)
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -75,7 +76,8 @@ def disk_full_error(path: str | os.PathLike[str], exc: BaseException) -> DiskFul
             continue
         return DiskFullError(
             f"could not write {path}: {reason} ({_free_space(path)} free there). Free some space and run the command "
-            f"again (a training run continues from its last checkpoint with --resume); any previous {path.name} is kept"
+            "again (a training run continues from its last checkpoint with --resume)"
+            + (f"; the previous {path.name}, if any, is kept" if kept else "")
         )
     return None
 
@@ -138,7 +140,7 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        full = disk_full_error(path, exc)
+        full = disk_full_error(path, exc, kept=True)
         if full is not None:
             raise full from exc
         raise

@@ -363,6 +363,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_file(tmp
     assert "\n" not in message
     assert message.startswith(f"could not write {target}: {reason} (")
     assert "free there). Free some space and run the command again" in message and "--resume" in message
+    assert message.endswith("; the previous training_state.pt, if any, is kept")
     assert target.read_bytes() == b"previous good file"
     assert os.listdir(tmp_path) == ["training_state.pt"]  # the partial temporary file is gone
 
@@ -404,3 +405,21 @@ def test_a_full_disk_while_writing_results_is_a_user_error(tmp_path, monkeypatch
     monkeypatch.undo()
     assert (tmp_path / "results.json").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["results.json"]
+
+
+def test_a_full_disk_during_training_fails_the_run_in_one_line(tmp_path, monkeypatch):
+    """Whatever the checkpoint code writes with: torch's C++ message becomes a DiskFullError naming the run directory,
+    results.json records it, and the run directory is released."""
+    from lora_ft.config import config_from_dict
+    from lora_ft.train import Trainer, train
+
+    def full_disk(self, name):
+        raise TORCH_FULL
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", full_disk)
+    run_dir = tmp_path / "run"
+    with pytest.raises(DiskFullError, match=f"^could not write {run_dir}: torch could not write it; most likely the disk"):
+        train(config_from_dict(tiny_run_config(run_dir, epochs=1)))
+    results = read_results(run_dir)
+    assert results.status == "failed" and results.error.startswith(f"DiskFullError: could not write {run_dir}")
+    assert not (run_dir / LOCK_FILENAME).exists()
