@@ -9,8 +9,8 @@ leaves half a file in place of a good one.
   out the temporary path and does the rest;
 - :func:`disk_full_is_user_error` around writers of whole folders (``save_pretrained``).
 
-Permissions: the temporary file is created like any other file (mode 0o666 filtered by the umask and the folder's
-default ACL), not with ``tempfile.mkstemp``'s fixed 0o600, which would make results unreadable to a group sharing runs.
+Permissions: the new file gets the mode any new file gets (0o666 filtered by the umask), not ``tempfile.mkstemp``'s or
+safetensors' fixed 0o600, which would make results unreadable to a group sharing runs.
 
 A full disk or an exceeded quota becomes a :class:`DiskFullError` (a UserError: one line, exit 2) naming the file,
 instead of a C++ message from torch (``[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534``, measured
@@ -109,6 +109,26 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux shows it (os.umask can only read it by setting it,
+    which would race with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike[str]) -> None:
+    """Give a file written by a library the mode any new file gets (0o666 filtered by the umask): safetensors 0.8
+    creates its files 0o600 whatever the umask (measured), which hides results from a group that shares runs."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
 def _temporary_path(path: Path) -> Path:
     # In the target's folder (so that the rename is atomic), hidden, unique per process and call.
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -134,6 +154,7 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
             os.fsync(fd)
         finally:
             os.close(fd)
+        honour_umask(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         try:

@@ -28,7 +28,7 @@ from torch import nn
 from .methods.base import Method
 from .methods.lora import LoraLayer, lora_layers, unwrap_lora
 from .models import Architecture
-from .atomic import disk_full_is_user_error
+from .atomic import disk_full_is_user_error, honour_umask
 from .errors import UserError
 from .run_lock import LOCK_FILENAME, RunLock
 
@@ -45,6 +45,13 @@ def _prepare_dir(out_dir: str | Path, overwrite: bool) -> Path:
         raise ExportError(f"export target {out} is not empty; choose another directory or pass overwrite=True (--overwrite)")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _honour_umask_in(out: Path) -> None:
+    """save_pretrained writes its weights through safetensors, which makes them 0o600 whatever the umask."""
+    for path in out.iterdir():
+        if path.is_file() and path.name != LOCK_FILENAME:
+            honour_umask(path)
 
 
 def _shared_copy(model: nn.Module, own: set[int] = frozenset()) -> nn.Module:
@@ -151,6 +158,7 @@ def export_peft(model: nn.Module, method: Method, arch: Architecture, out_dir: s
                 lora_a.copy_(a)
                 lora_b.copy_(b)
         peft_model.save_pretrained(str(out))
+        _honour_umask_in(out)
     finally:
         for p in model.parameters():
             p.requires_grad_(flags[id(p)])
@@ -187,6 +195,7 @@ def export_merged(
     plain.save_pretrained(str(out))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
+    _honour_umask_in(out)
     return out
 
 

@@ -10,6 +10,7 @@ checkpoints/epoch-N/ (trained tensors, optimizer, scheduler, RNG) from which `--
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -37,7 +38,7 @@ from .checkpoint import TRAINED_FILE, load_trained, save_trained
 from .config import RunConfig
 from .data import CausalLMCollator, VirtualTokens, build_train_dataset
 from .models.loading import load_tokenizer
-from .atomic import disk_full_error
+from .atomic import DiskFullError, disk_full_error
 from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_json_atomic, write_results, write_text_atomic
 from .tasks import get_task
@@ -412,7 +413,8 @@ def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -
             error = disk_full_error(trainer.run_dir, exc) or exc
             if trainer.accelerator.is_main_process:
                 trainer.results.mark_failed(error)
-                write_results(trainer.run_dir, trainer.results)
+                with contextlib.suppress(DiskFullError):  # on a full disk, the failure cannot be recorded either
+                    write_results(trainer.run_dir, trainer.results)
             if error is not exc:
                 raise error from exc
             raise

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import save_file
 
 from lora_ft.atomic import DiskFullError, atomic_output, disk_full_error
 from lora_ft.cli import main
@@ -323,13 +325,18 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask):
         write_text_atomic(tmp_path / "atomic.txt", "x")
         with atomic_output(tmp_path / "library.bin") as tmp:
             tmp.write_bytes(b"x")
+        with atomic_output(tmp_path / "tensors.safetensors") as tmp:
+            save_file({"x": torch.zeros(2)}, str(tmp))  # safetensors 0.8 creates 0o600 whatever the umask
         write_results(tmp_path / "run", RunResults.start("run", {}))
+        lock = RunLock(tmp_path / "run", command="x").acquire()
     finally:
         os.umask(previous)
     expected = (tmp_path / "plain.txt").stat().st_mode & 0o777
     assert expected == 0o666 & ~umask
-    for path in (tmp_path / "atomic.txt", tmp_path / "library.bin", tmp_path / "run" / "results.json"):
+    written = ("atomic.txt", "library.bin", "tensors.safetensors", "run/results.json", "run/.lock")
+    for path in (tmp_path / name for name in written):
         assert path.stat().st_mode & 0o777 == expected, path
+    lock.release()
 
 
 # torch 2.13's torch.save and safetensors 0.8's save_file on a full filesystem (a 64 KiB tmpfs), as measured.
@@ -423,3 +430,18 @@ def test_a_full_disk_during_training_fails_the_run_in_one_line(tmp_path, monkeyp
     results = read_results(run_dir)
     assert results.status == "failed" and results.error.startswith(f"DiskFullError: could not write {run_dir}")
     assert not (run_dir / LOCK_FILENAME).exists()
+
+
+def test_exported_files_honour_the_umask(tiny, tmp_path):
+    from lora_ft.export import export_merged, export_peft
+
+    model, method, arch = tiny.adapt("gpt2", "lora", rank=2, alpha=8.0, dropout=0.0, targets=["q", "v"])
+    previous = os.umask(0o027)
+    try:
+        export_peft(model, method, arch, tmp_path / "adapter")
+        export_merged(model, method, arch, None, tmp_path / "merged")
+    finally:
+        os.umask(previous)
+    files = [p for folder in ("adapter", "merged") for p in (tmp_path / folder).iterdir()]
+    assert {p.name for p in files} >= {"adapter_model.safetensors", "model.safetensors", "config.json"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o640) for p in files}
