@@ -37,9 +37,11 @@ class DiskFullError(UserError):
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 # How the libraries word ENOSPC / EDQUOT. safetensors (Rust): "I/O error: No space left on device (os error 28)".
 _DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
-# torch's zip writer (c10 inline_container.cc) reports a failed write without its errno, as "unexpected pos N vs M"
-# (measured on a full disk) or "file write failed"; a full disk or quota is by far the likeliest cause.
+# torch.save reports a failed write without its errno. Measured on a full tmpfs (torch 2.13), depending on where the
+# disk fills up: "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534", or "basic_ios::clear:
+# iostream error" alone; c10's zip writer also says "file write failed". A full disk or quota is by far the likeliest.
 _TORCH_WRITE_FAILED = ("unexpected pos", "file write failed")
+_TORCH_STREAM_FAILED = "basic_ios::clear: iostream error"
 
 
 def _free_space(path: Path) -> str:
@@ -69,7 +71,7 @@ def disk_full_error(path: str | os.PathLike[str], exc: BaseException, *, kept: b
             reason = os.strerror(current.errno).lower()
         elif any(t in text for t in _DISK_FULL_TEXTS):
             reason = "disk quota exceeded" if ("quota" in text or "error 122" in text) else "no space left on device"
-        elif "inline_container.cc" in text and any(t in text for t in _TORCH_WRITE_FAILED):
+        elif ("inline_container.cc" in text and any(t in text for t in _TORCH_WRITE_FAILED)) or _TORCH_STREAM_FAILED in text:
             reason = "torch could not write it; most likely the disk is full or over quota"
         else:
             current = current.__cause__ or current.__context__

@@ -342,6 +342,7 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask):
 # torch 2.13's torch.save and safetensors 0.8's save_file on a full filesystem (a 64 KiB tmpfs), as measured.
 TORCH_FULL = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
 TORCH_FULL.__context__ = RuntimeError("basic_ios::clear: iostream error")
+TORCH_STREAM_FULL = RuntimeError("basic_ios::clear: iostream error")  # torch.save, when the disk fills at its end
 SAFETENSORS_FULL = Exception("Error while serializing: I/O error: No space left on device (os error 28)")
 
 
@@ -351,9 +352,10 @@ SAFETENSORS_FULL = Exception("Error while serializing: I/O error: No space left 
         (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
         (OSError(errno.EDQUOT, "Disk quota exceeded"), "disk quota exceeded"),
         (TORCH_FULL, "torch could not write it; most likely the disk is full or over quota"),
+        (TORCH_STREAM_FULL, "torch could not write it; most likely the disk is full or over quota"),
         (SAFETENSORS_FULL, "no space left on device"),
     ],
-    ids=["ENOSPC", "EDQUOT", "torch", "safetensors"],
+    ids=["ENOSPC", "EDQUOT", "torch", "torch-stream", "safetensors"],
 )
 def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_file(tmp_path, error, reason):
     target = tmp_path / "training_state.pt"
