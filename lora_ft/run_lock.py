@@ -111,9 +111,12 @@ class LockHolder:
         try:
             fields = json.loads(data.decode("utf-8"))
             known = {f.name for f in dataclasses.fields(cls)}
-            return cls(**{k: v for k, v in fields.items() if k in known})
+            holder = cls(**{k: v for k, v in fields.items() if k in known})
         except (UnicodeDecodeError, ValueError, TypeError, AttributeError):
             return None
+        typed = isinstance(holder.pid, int) and holder.pid > 0 and isinstance(holder.process_start, (int, type(None)))
+        texts = (holder.hostname, holder.command, holder.started_at, holder.token)
+        return holder if typed and all(isinstance(t, str) for t in texts) else None
 
     def to_bytes(self) -> bytes:
         return (json.dumps(dataclasses.asdict(self)) + "\n").encode("utf-8")
@@ -239,13 +242,17 @@ class RunLock:
             if age < _BEING_WRITTEN_S:
                 time.sleep(0.02)
                 return None
-            return f"{self.directory} holds a lock file that cannot be read ({self.path})"
+            if stale_after_s is None or age <= stale_after_s:
+                return f"{self.directory} holds a lock file that cannot be read ({self.path})"
+            if self._remove_if_unchanged(data):
+                logger.warning("%s: removed an unreadable lock file older than %.0f s", self.directory, stale_after_s)
+            return None
         held_too_long = stale_after_s is not None and (holder.age_s() or 0.0) > stale_after_s
         dead = holder.checkable_here() and not holder.is_running()
         if not (dead or held_too_long):
             return holder
         why = "which no longer runs" if dead else f"held for more than {stale_after_s:.0f} s"
-        if self._remove_if_unchanged(holder):
+        if self._remove_if_unchanged(data):
             logger.warning("%s: taking over the stale lock of %s, %s", self.directory, holder.describe(), why)
         return None
 
@@ -256,9 +263,9 @@ class RunLock:
         except FileNotFoundError:
             return None, 0.0
 
-    def _remove_if_unchanged(self, stale: LockHolder) -> bool:
-        """Delete the lock file if it still records `stale`. Of several processes that found the same stale lock, the
-        one holding flock on that file deletes it; the others then see it gone or replaced by the winner's lock."""
+    def _remove_if_unchanged(self, stale: bytes) -> bool:
+        """Delete the lock file if it still holds the bytes `stale`. Of several processes that found the same stale
+        lock, the one holding flock on that file deletes it; the others then see it gone or replaced by the winner's."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -270,8 +277,7 @@ class RunLock:
                 same_file = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 return False
-            current = LockHolder.parse(os.read(fd, _MAX_LOCK_BYTES))
-            if not same_file or current is None or current.token != stale.token:
+            if not same_file or os.read(fd, _MAX_LOCK_BYTES) != stale:
                 return False
             os.unlink(self.path)
             return True

@@ -8,7 +8,6 @@ only lora_ft.run_lock / lora_ft.results start in well under a second; the tests 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import socket
 import subprocess
@@ -23,16 +22,7 @@ from safetensors.torch import save_file
 
 from lora_ft.atomic import DiskFullError, atomic_output, disk_full_error
 from lora_ft.cli import main
-from lora_ft.results import (
-    EpochRecord,
-    Evaluation,
-    ResultsError,
-    RunResults,
-    read_results,
-    record_evaluation,
-    write_results,
-    write_text_atomic,
-)
+from lora_ft.results import RunResults, read_results, write_results, write_text_atomic
 from lora_ft.run_lock import LOCK_FILENAME, LockHolder, RunLock, RunLockError, _pid_namespace
 from tiny_runs import tiny_run_config
 
@@ -49,7 +39,8 @@ sys.stdin.readline()
 lock.release()
 """
 
-# Waits for the file argv[2], then tries to take the lock of argv[1] once; the winner holds it for a second.
+# Waits for the file argv[2], then tries to take the lock of argv[1] once; the winner holds it until a line arrives on
+# stdin (sent once every racer has answered, however slowly a busy machine runs them).
 RACER = """
 import sys, time
 from pathlib import Path
@@ -64,9 +55,18 @@ except RunLockError as exc:
     print("refused:", exc, flush=True)
 else:
     print("won", flush=True)
-    time.sleep(1.0)
+    sys.stdin.readline()
     lock.release()
 """
+
+
+def _race(racers: list[subprocess.Popen], go: Path) -> list[tuple[str, str]]:
+    """Start the racers at once; (first word of the answer, stderr) of each."""
+    for racer in racers:
+        _wait_for_line(racer, "ready")
+    go.touch()
+    answers = [racer.stdout.readline().strip().split(":")[0] for racer in racers]
+    return [(answer, racer.communicate("\n", timeout=60)[1]) for answer, racer in zip(answers, racers)]
 
 # Waits for argv[4], then updates results.json argv[3] times: "trainer" adds epoch records through write_results, any
 # other name records evaluations of split <name>.
@@ -169,25 +169,16 @@ def test_of_two_trains_into_one_output_dir_exactly_one_is_refused(tmp_path, caps
 
 def test_exactly_one_of_several_processes_gets_a_new_directory(tmp_path):
     run_dir, go = tmp_path / "new" / "run", tmp_path / "go"
-    racers = [_start(RACER, run_dir, go) for _ in range(4)]
-    for racer in racers:
-        _wait_for_line(racer, "ready")
-    go.touch()
-    outputs = [racer.communicate(timeout=60)[0].strip() for racer in racers]
-    assert sorted(o.split(":")[0] for o in outputs) == ["refused", "refused", "refused", "won"], outputs
+    results = _race([_start(RACER, run_dir, go) for _ in range(4)], go)
+    assert sorted(answer for answer, _ in results) == ["refused", "refused", "refused", "won"], results
     assert not run_dir.exists()
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over_by_exactly_one(tmp_path):
     run_dir, go = tmp_path / "run", tmp_path / "go"
     _stale_lock(run_dir)
-    racers = [_start(RACER, run_dir, go) for _ in range(4)]
-    for racer in racers:
-        _wait_for_line(racer, "ready")
-    go.touch()
-    results = [racer.communicate(timeout=60) for racer in racers]
-    outputs = sorted(out.strip().split(":")[0] for out, _ in results)
-    assert outputs == ["refused", "refused", "refused", "won"], results
+    results = _race([_start(RACER, run_dir, go) for _ in range(4)], go)
+    assert sorted(answer for answer, _ in results) == ["refused", "refused", "refused", "won"], results
     warnings = [err for _, err in results if "taking over the stale lock" in err]
     assert len(warnings) == 1 and "which no longer runs" in warnings[0], results
 
@@ -287,30 +278,6 @@ def test_concurrent_results_updates_keep_every_record(tmp_path):
     recorded = sorted((e.split, e.epoch) for e in results.evaluations)
     assert recorded == sorted((split, i) for split in ("validation", "test") for i in range(n))
     assert sorted(os.listdir(run_dir)) == ["results.json"]  # no lock or temporary file left behind
-
-
-def test_a_new_run_in_the_same_directory_drops_the_old_runs_evaluations(tmp_path):
-    old = RunResults.start("run", {}, environment={})
-    old.created_at = "2026-01-01T00:00:00+00:00"
-    write_results(tmp_path, old)
-    record_evaluation(tmp_path, Evaluation("test", 1, {"BLEU": 1.0}), run=old)
-    new = RunResults.start("run", {})  # output.overwrite=true: another run
-    write_results(tmp_path, new)
-    assert read_results(tmp_path).evaluations == []
-    with pytest.raises(ResultsError, match="no longer describes the run that was evaluated"):
-        record_evaluation(tmp_path, Evaluation("test", 2, {"BLEU": 2.0}, "predictions-test-epoch2.txt"), run=old)
-    assert read_results(tmp_path).evaluations == []
-
-
-def test_an_evaluation_sets_evaluated_only_once_training_has_finished(tmp_path):
-    run = RunResults.start("run", {})
-    write_results(tmp_path, run)
-    assert record_evaluation(tmp_path, Evaluation("test", 1, {}), run=run).status == "training"
-    run.status = "trained"
-    write_results(tmp_path, run)
-    assert len(run.evaluations) == 1  # the trainer's record now holds the evaluation recorded meanwhile
-    assert record_evaluation(tmp_path, Evaluation("test", 2, {}), run=run).status == "evaluated"
-    assert [e.epoch for e in read_results(tmp_path).evaluations] == [1, 2]
 
 
 # ---- atomic writes ---------------------------------------------------------------------------------------------------------
@@ -447,3 +414,16 @@ def test_exported_files_honour_the_umask(tiny, tmp_path):
     files = [p for folder in ("adapter", "merged") for p in (tmp_path / folder).iterdir()]
     assert {p.name for p in files} >= {"adapter_model.safetensors", "model.safetensors", "config.json"}
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o640) for p in files}
+
+
+def test_an_unreadable_results_lock_expires(tmp_path):
+    """A writer killed between creating .results.lock and writing its record leaves an empty file: once older than any
+    update takes, the next writer removes it instead of waiting forever."""
+    from lora_ft.results import RESULTS_LOCK_FILENAME, RESULTS_LOCK_STALE_S
+
+    write_results(tmp_path, RunResults.start("run", {}))
+    (tmp_path / RESULTS_LOCK_FILENAME).write_bytes(b"")
+    old = time.time() - RESULTS_LOCK_STALE_S - 60
+    os.utime(tmp_path / RESULTS_LOCK_FILENAME, (old, old))
+    write_results(tmp_path, RunResults.start("run", {}))
+    assert sorted(os.listdir(tmp_path)) == ["results.json"]
