@@ -22,7 +22,7 @@ from .config import RunConfig, load_config
 from .data import VirtualTokens, encode_prompt
 from .generate import BeamSearchConfig, beam_search, decode_completion
 from .models.loading import load_model, load_tokenizer
-from .results import Evaluation, read_results, record_evaluation, write_text_atomic
+from .results import Evaluation, ResultsError, read_results, record_evaluation, write_text_atomic
 from .tasks import get_task
 from .train import CHECKPOINTS_DIR, CONFIG_FILE, virtual_tokens_for
 
@@ -81,6 +81,12 @@ def evaluate_run(
     task.check_source((split,))
     chosen = [0] if base else resolve_epochs(run_dir, epochs)
     results = read_results(run_dir)
+    if None in chosen and results.status not in ("trained", "evaluated"):
+        # A run still training (or stopped) has no final weights of its own: an older run's may still lie there.
+        raise ResultsError(
+            f"{run_dir} has status '{results.status}': its final weights are written when training finishes; "
+            "evaluate an epoch's checkpoint instead (--epochs N, best or all)"
+        )
     examples = task.load(split)
     items = task.eval_items(examples)
     if cfg.task.max_eval_examples:
