@@ -37,7 +37,8 @@ def cmd_eval(args) -> int:
     if args.run:
         from .evaluate import evaluate_run
 
-        evaluations = evaluate_run(args.run, split=args.split, epochs=args.epochs, base=args.base)
+        evaluations = evaluate_run(args.run, split=args.split, epochs=args.epochs, base=args.base,
+                                   meteor=not args.no_meteor)
         for ev in evaluations:
             print(json.dumps(ev.scores) if args.json else f"{ev.split} epoch {ev.epoch}: " + _format_scores(ev.scores))
         return 0

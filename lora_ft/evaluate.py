@@ -2,6 +2,10 @@
 
 LoRA weights are merged before decoding, so decoding costs exactly what the base model costs.
 Writes predictions and references into the run directory and an `Evaluation` into results.json.
+
+Evaluations of one run may run side by side (e.g. epochs 1 and 2 on two GPUs, or an epoch checkpoint while the run
+still trains): `eval` takes no lock on the run for its decoding, and records each evaluation with one short locked
+read-modify-write of results.json (`record_evaluation`) that keeps what other writers recorded meanwhile.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from .config import RunConfig, load_config
 from .data import VirtualTokens, encode_prompt
 from .generate import BeamSearchConfig, beam_search, decode_completion
 from .models.loading import load_model, load_tokenizer
-from .results import Evaluation, read_results, write_results, write_text_atomic
+from .results import Evaluation, ResultsError, read_results, record_evaluation, write_text_atomic
 from .tasks import get_task
 from .train import CHECKPOINTS_DIR, CONFIG_FILE, virtual_tokens_for
 
@@ -59,10 +63,17 @@ def resolve_epochs(run_dir: Path, which: str) -> list[int | None]:
 
 
 def evaluate_run(
-    run_dir: str | Path, *, split: str | None = None, epochs: str = "last", base: bool = False, device: str | None = None
+    run_dir: str | Path,
+    *,
+    split: str | None = None,
+    epochs: str = "last",
+    base: bool = False,
+    device: str | None = None,
+    meteor: bool = True,
 ) -> list[Evaluation]:
     """Decode and score the run's weights of each chosen epoch; with `base`, the untrained base model instead
-    (recorded as epoch 0), the reference point that shows what training added."""
+    (recorded as epoch 0), the reference point that shows what training added. `meteor=False` skips METEOR (it
+    needs Java) for tasks that report it (E2E)."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
     split = split or cfg.decoding.split
@@ -70,6 +81,12 @@ def evaluate_run(
     task.check_source((split,))
     chosen = [0] if base else resolve_epochs(run_dir, epochs)
     results = read_results(run_dir)
+    if None in chosen and results.status not in ("trained", "evaluated"):
+        # A run still training (or stopped) has no final weights of its own: an older run's may still lie there.
+        raise ResultsError(
+            f"{run_dir} has status '{results.status}': its final weights are written when training finishes; "
+            "evaluate an epoch's checkpoint instead (--epochs N, best or all)"
+        )
     examples = task.load(split)
     items = task.eval_items(examples)
     if cfg.task.max_eval_examples:
@@ -105,10 +122,12 @@ def evaluate_run(
         outputs = beam_search(model, prompts, beam, pad_token_id=tokenizer.pad_token_id, device=device, progress=True)
         predictions = [decode_completion(tokenizer, ids) for ids in outputs]
         seconds = time.time() - start
-        scores = task.score(predictions, items)
         label = {None: "final", 0: "base"}.get(epoch, f"epoch{epoch}")
         predictions_file = f"predictions-{split}-{label}.txt"
+        # Written before scoring: a scorer that fails (METEOR without Java) must not lose the decoding.
         write_text_atomic(run_dir / predictions_file, "\n".join(predictions) + "\n", overwrite=True)
+        options = {"meteor": meteor} if "METEOR" in task.metric_names else {}
+        scores = task.score(predictions, items, **options)
         final_epoch = results.epochs[-1].epoch if results.epochs else None
         evaluation = Evaluation(
             split=split,
@@ -118,9 +137,7 @@ def evaluate_run(
             num_items=len(items),
             decoding={**beam.__dict__, "stop_token_ids": list(beam.stop_token_ids), "seconds": round(seconds, 2)},
         )
-        results.add_evaluation(evaluation)
-        results.status = "evaluated"
-        write_results(run_dir, results)
+        record_evaluation(run_dir, evaluation, run=results)
         logger.info("%s %s: %s", split, label, scores)
         evaluations.append(evaluation)
         del model

@@ -28,7 +28,9 @@ from torch import nn
 from .methods.base import Method
 from .methods.lora import LoraLayer, lora_layers, unwrap_lora
 from .models import Architecture
+from .atomic import disk_full_is_user_error, honour_umask
 from .errors import UserError
+from .run_lock import LOCK_FILENAME, RunLock
 
 
 class ExportError(UserError, ValueError):
@@ -39,10 +41,17 @@ def _prepare_dir(out_dir: str | Path, overwrite: bool) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ExportError(f"export target {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(p.name != LOCK_FILENAME for p in out.iterdir()) and not overwrite:
         raise ExportError(f"export target {out} is not empty; choose another directory or pass overwrite=True (--overwrite)")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _honour_umask_in(out: Path) -> None:
+    """save_pretrained writes its weights through safetensors, which makes them 0o600 whatever the umask."""
+    for path in out.iterdir():
+        if path.is_file() and path.name != LOCK_FILENAME:
+            honour_umask(path)
 
 
 def _shared_copy(model: nn.Module, own: set[int] = frozenset()) -> nn.Module:
@@ -149,6 +158,7 @@ def export_peft(model: nn.Module, method: Method, arch: Architecture, out_dir: s
                 lora_a.copy_(a)
                 lora_b.copy_(b)
         peft_model.save_pretrained(str(out))
+        _honour_umask_in(out)
     finally:
         for p in model.parameters():
             p.requires_grad_(flags[id(p)])
@@ -185,6 +195,7 @@ def export_merged(
     plain.save_pretrained(str(out))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
+    _honour_umask_in(out)
     return out
 
 
@@ -207,12 +218,17 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "peft", o
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ExportError(f"{run_dir} has no {CONFIG_FILE}: is it a lora-ft run directory?")
-    _prepare_dir(out_dir, overwrite)  # fail before loading any weights
-    cfg = load_config(run_dir / CONFIG_FILE)
-    built = adapted_model(cfg)
-    load_trained(built.model, run_dir)
-    built.model.eval()
-    if fmt == "peft":
-        return export_peft(built.model, built.method, built.arch, out_dir, overwrite=True)
-    tokenizer = load_tokenizer(cfg.model)
-    return export_merged(built.model, built.method, built.arch, tokenizer, out_dir, overwrite=True)
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ExportError(f"export target {out_dir} exists and is not a directory")
+    # One writer per output folder: a second export into it is refused (and leaves it alone) while this one writes.
+    with RunLock(out_dir, command=f"lora-ft export --run {run_dir} --out {out_dir} --format {fmt}"):
+        _prepare_dir(out_dir, overwrite)  # fail before loading any weights
+        cfg = load_config(run_dir / CONFIG_FILE)
+        built = adapted_model(cfg)
+        load_trained(built.model, run_dir)
+        built.model.eval()
+        with disk_full_is_user_error(out_dir):
+            if fmt == "peft":
+                return export_peft(built.model, built.method, built.arch, out_dir, overwrite=True)
+            tokenizer = load_tokenizer(cfg.model)
+            return export_merged(built.model, built.method, built.arch, tokenizer, out_dir, overwrite=True)

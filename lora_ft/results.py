@@ -1,10 +1,17 @@
-"""The run directory's ``results.json``: one schema, written atomically.
+"""The run directory's ``results.json``: one schema, written atomically, updated without losing any writer's record.
 
 This is the ONLY module that writes result files. Every run directory holds one ``results.json`` (a
 :class:`RunResults`), rewritten in place as the run progresses (status ``training`` → ``trained`` →
 ``evaluated``, or ``failed``). Other files a run produces (predictions, tables, plots, analyses) go
 through :func:`write_text_atomic`, :func:`write_json_atomic` or :func:`write_bytes_atomic`, so a
 crash never leaves a half-written file behind.
+
+Several processes may update one ``results.json``: a training run (its status and epoch records) and any number of
+`lora-ft eval --run` (their evaluations), e.g. epochs 1 and 2 decoded on two GPUs while training goes on. Every update
+is a read-modify-write under the run's short ``.results.lock`` (:func:`update_results`): it re-reads the file, applies
+this writer's change and writes atomically, so no writer's record is lost. The trainer owns every field but
+``evaluations`` (:func:`write_results` keeps the evaluations others recorded); an evaluation is appended
+(:func:`record_evaluation`).
 
 Score convention (what ``Evaluation.scores`` holds): the paper's units, exactly as `lora-ft eval --json`
 prints them. BLEU, METEOR, ROUGE-L, ROUGE-1/2/L and accuracies are percentages in [0, 100] (the official
@@ -23,20 +30,30 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
+
+from .atomic import write_bytes_atomic
 from .errors import UserError
+from .run_lock import RunLock
+
+logger = logging.getLogger("lora_ft.results")
 
 SCHEMA_VERSION = 1
 RESULTS_FILENAME = "results.json"
+RESULTS_LOCK_FILENAME = ".results.lock"
+# An update holds the results lock for milliseconds: wait this long for another writer, and take over a lock held
+# longer than RESULTS_LOCK_STALE_S, whichever host holds it (its holder must have died inside an update).
+RESULTS_LOCK_WAIT_S = 60.0
+RESULTS_LOCK_STALE_S = 600.0
 
 Status = Literal["training", "trained", "evaluated", "failed"]
 STATUSES: tuple[str, ...] = ("training", "trained", "evaluated", "failed")
@@ -228,10 +245,71 @@ def results_path(run_dir: str | os.PathLike[str]) -> Path:
     return Path(run_dir) / RESULTS_FILENAME
 
 
+def update_results(
+    run_dir: str | os.PathLike[str],
+    change: Callable[[RunResults | None], RunResults],
+    *,
+    replace_unreadable: bool = False,
+) -> RunResults:
+    """Apply ``change`` to the current ``results.json`` and write the result, as one step no other writer interleaves.
+
+    ``change`` gets the record as it is on disk now (None if there is none yet) and returns the record to write; it is
+    called under the run's results lock, so it must be quick (no decoding, no training). Returns what was written.
+    A file that cannot be read raises :class:`ResultsError`, or with ``replace_unreadable`` counts as none.
+    """
+    lock = RunLock(run_dir, filename=RESULTS_LOCK_FILENAME)
+    with lock.acquire(wait_s=RESULTS_LOCK_WAIT_S, stale_after_s=RESULTS_LOCK_STALE_S):
+        current = None
+        if results_path(run_dir).is_file():
+            try:
+                current = read_results(run_dir)
+            except ResultsError as exc:
+                if not replace_unreadable:
+                    raise
+                logger.warning("replacing an unreadable results file: %s", exc)
+        updated = change(current)
+        updated.updated_at = _now()
+        write_json_atomic(results_path(run_dir), updated.to_dict(), overwrite=True)
+    return updated
+
+
+def same_run(a: RunResults, b: RunResults) -> bool:
+    """Whether two records describe the same run (a run replaced with output.overwrite=true is another run)."""
+    return (a.run_name, a.created_at) == (b.run_name, b.created_at)
+
+
 def write_results(run_dir: str | os.PathLike[str], results: RunResults) -> Path:
-    """Write ``results.json`` atomically (replacing the previous one) and stamp ``updated_at``."""
-    results.updated_at = _now()
-    return write_json_atomic(results_path(run_dir), results.to_dict(), overwrite=True)
+    """The training run's write: ``results`` replaces the record on disk, except that evaluations which `lora-ft eval`
+    recorded meanwhile for this same run are kept (and added to ``results.evaluations``). Stamps ``updated_at``."""
+
+    def keep_others_evaluations(current: RunResults | None) -> RunResults:
+        if current is not None and same_run(current, results):
+            results.evaluations = current.evaluations + [e for e in results.evaluations if e not in current.evaluations]
+        return results
+
+    update_results(run_dir, keep_others_evaluations, replace_unreadable=True)
+    return results_path(run_dir)
+
+
+def record_evaluation(run_dir: str | os.PathLike[str], evaluation: Evaluation, *, run: RunResults) -> RunResults:
+    """Append ``evaluation`` to the run's results.json, next to what other writers recorded meanwhile; returns the
+    record written. ``run`` is the record as the evaluation read it when it started: if the run was replaced since
+    (trained again with output.overwrite=true), the evaluation belongs to no run on disk and :class:`ResultsError`
+    says so. Status becomes ``evaluated`` once training has finished (a run still training, or failed, keeps its
+    status: its evaluations are of epoch checkpoints)."""
+
+    def append(current: RunResults | None) -> RunResults:
+        if current is None or not same_run(current, run):
+            raise ResultsError(
+                f"{results_path(run_dir)} no longer describes the run that was evaluated (it was replaced or removed "
+                f"while decoding); the predictions are in {run_dir}/{evaluation.predictions_file}, evaluate again"
+            )
+        current.add_evaluation(evaluation)
+        if current.status in ("trained", "evaluated"):
+            current.status = "evaluated"
+        return current
+
+    return update_results(run_dir, append)
 
 
 def read_results(run_dir: str | os.PathLike[str]) -> RunResults:
@@ -275,30 +353,6 @@ def _json_safe(obj: Any) -> Any:
         except (TypeError, ValueError):
             pass
     raise TypeError(f"cannot write a {type(obj).__name__} to JSON; convert it to a plain number, string, list or dict")
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    Readers see either the old file or the complete new one. Refuses to replace an existing file
-    unless ``overwrite=True``. Creates missing parent folders.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:

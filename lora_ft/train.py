@@ -10,6 +10,7 @@ checkpoints/epoch-N/ (trained tensors, optimizer, scheduler, RNG; see checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -34,6 +35,8 @@ from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_train
 from .config import RunConfig
 from .data import CausalLMCollator, VirtualTokens, build_train_dataset
 from .models.loading import load_tokenizer
+from .atomic import DiskFullError, disk_full_error
+from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
 from .tasks import get_task
 from .errors import UserError
@@ -129,6 +132,20 @@ class Trainer:
         self.run_dir = run_dir_of(cfg)
         self.resume = resume
         self.command = command or "lora-ft train --config " + cfg.source
+        # One writer per run directory, taken before anything reads or writes it (main process only: run_lock.py).
+        self.run_lock = hold_run_lock(self.run_dir, self.command)
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run directory (idempotent); `train` calls it when the run ends, however it ends."""
+        if self.run_lock is not None:
+            self.run_lock.release()
+
+    def _setup(self, cfg: RunConfig, resume: bool) -> None:
         t = cfg.training
         # Cheap checks first: a bad config or data path fails before any model loads.
         check_run_dir(self.run_dir, resume=resume, overwrite=cfg.output.overwrite)
@@ -363,9 +380,16 @@ def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -
         try:
             return trainer.run()
         except BaseException as exc:
+            # A full disk (checkpoints, weights) is the user's to fix: one line, not torch's C++ message.
+            error = disk_full_error(trainer.run_dir, exc) or exc
             if trainer.accelerator.is_main_process:
-                trainer.results.mark_failed(exc)
-                write_results(trainer.run_dir, trainer.results)
+                trainer.results.mark_failed(error)
+                with contextlib.suppress(DiskFullError):  # on a full disk, the failure cannot be recorded either
+                    write_results(trainer.run_dir, trainer.results)
+            if error is not exc:
+                raise error from exc
             raise
+        finally:
+            trainer.close()
     finally:
         _close_run_log()

@@ -81,3 +81,28 @@ def test_cli_eval_prints_the_official_example_scores() -> None:
     assert scores["METEOR"] == pytest.approx(48.01, abs=0.01)
     assert scores["ROUGE_L"] == pytest.approx(79.10, abs=0.01)
     assert scores["CIDEr"] == pytest.approx(2.3039, abs=0.001)
+
+
+def test_eval_run_passes_no_meteor_on(trained_run: Path, capsys) -> None:
+    """`lora-ft eval --run DIR --no-meteor`: METEOR (which needs Java) is neither computed nor recorded."""
+    from lora_ft.cli import main
+
+    assert main(["eval", "--run", str(trained_run), "--epochs", "1", "--no-meteor", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert list(printed) == ["BLEU", "NIST", "ROUGE_L", "CIDEr"]
+    recorded = [e for e in read_results(trained_run).evaluations if e.epoch == 1 and "METEOR" not in e.scores]
+    assert recorded and recorded[-1].scores == pytest.approx(printed)
+
+
+def test_the_final_weights_of_a_run_still_training_are_not_evaluated(tmp_path: Path) -> None:
+    """While `train` (e.g. with output.overwrite=true) runs, trained.safetensors is absent or an older run's."""
+    import yaml
+
+    from lora_ft.results import ResultsError, RunResults, write_results
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(tiny_run_config(run_dir)))
+    write_results(run_dir, RunResults.start("run", {}))
+    with pytest.raises(ResultsError, match="has status 'training': its final weights are written when training finishes"):
+        evaluate_run(run_dir)

@@ -20,6 +20,7 @@ from lora_ft.results import (
     RunResults,
     collect_environment,
     read_results,
+    record_evaluation,
     results_path,
     write_json_atomic,
     write_results,
@@ -160,3 +161,27 @@ def test_collect_environment():
     assert env["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", env["git_commit"])
     assert env["device"] == ("cpu" if not torch.cuda.is_available() else env["device"])
     assert collect_environment(device="cuda:3")["device"] == "cuda:3"
+
+
+def test_a_new_run_in_the_same_directory_drops_the_old_runs_evaluations(tmp_path):
+    old = RunResults.start("run", {}, environment={})
+    old.created_at = "2026-01-01T00:00:00+00:00"
+    write_results(tmp_path, old)
+    record_evaluation(tmp_path, Evaluation("test", 1, {"BLEU": 1.0}), run=old)
+    new = RunResults.start("run", {})  # output.overwrite=true: another run
+    write_results(tmp_path, new)
+    assert read_results(tmp_path).evaluations == []
+    with pytest.raises(ResultsError, match="no longer describes the run that was evaluated"):
+        record_evaluation(tmp_path, Evaluation("test", 2, {"BLEU": 2.0}, "predictions-test-epoch2.txt"), run=old)
+    assert read_results(tmp_path).evaluations == []
+
+
+def test_an_evaluation_sets_evaluated_only_once_training_has_finished(tmp_path):
+    run = RunResults.start("run", {})
+    write_results(tmp_path, run)
+    assert record_evaluation(tmp_path, Evaluation("test", 1, {}), run=run).status == "training"
+    run.status = "trained"
+    write_results(tmp_path, run)
+    assert len(run.evaluations) == 1  # the trainer's record now holds the evaluation recorded meanwhile
+    assert record_evaluation(tmp_path, Evaluation("test", 2, {}), run=run).status == "evaluated"
+    assert [e.epoch for e in read_results(tmp_path).evaluations] == [1, 2]

@@ -106,12 +106,13 @@ class E2ETask(Task):
             groups.setdefault(e.context, []).append(e.target.strip())
         return [EvalItem(context, tuple(refs), {}) for context, refs in groups.items()]
 
-    def score(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
-        """The official E2E scorer's five metrics, BLEU, METEOR and ROUGE_L × 100 as the paper prints them."""
+    def score(self, predictions: Sequence[str], items: Sequence[EvalItem], *, meteor: bool = True) -> dict[str, float]:
+        """The official E2E scorer's five metrics, BLEU, METEOR and ROUGE_L × 100 as the paper prints them
+        (``meteor=False``: without METEOR, which needs Java)."""
         from ..metrics.e2e import score_e2e  # lazy: the scorer pulls in Java-backed METEOR and sacrebleu
 
         self.check_lengths(predictions, items)
-        return dict(score_e2e(list(predictions), [list(i.references) for i in items], meteor=True))
+        return dict(score_e2e(list(predictions), [list(i.references) for i in items], meteor=meteor))
 
 
 def read_paper_file(path: Path) -> list[Row]:
