@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 
 from .errors import UserError
 from .methods.base import Method
+from .atomic import atomic_output
 from .results import write_json_atomic
 from .training_state import load_state, rng_state, save_state, set_rng_state
 
@@ -82,10 +82,8 @@ def save_trained(model: nn.Module, method: Method, directory: Path) -> Path:
     metadata = {"method": method.name, "format": "lora-ft/1", **method.checkpoint_metadata(model)}
     metadata[TENSORS_SHA256_KEY] = tensors_digest(tensors)
     path = directory / TRAINED_FILE
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    _fsync(tmp)
-    os.replace(tmp, path)
+    with atomic_output(path, overwrite=True) as tmp:  # synced, renamed, umask mode, one-line error on a full disk
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -141,11 +139,6 @@ def load_lora_factors(run_dir: str | Path) -> dict[str, tuple[torch.Tensor, torc
 
 
 # -- manifest ----------------------------------------------------------------------------------------------------------
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def file_sha256(path: Path) -> str:

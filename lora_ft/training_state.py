@@ -13,7 +13,6 @@ int keys or tensors.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_output, write_bytes_atomic
 
 STATE_FORMAT = "lora-ft-state/1"
 _TENSOR, _TUPLE, _ITEMS = "__tensor__", "__tuple__", "__items__"
@@ -69,24 +70,18 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return {k: _decode(v, tensors) for k, v in value.items()}
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
 def save_state(state: Any, directory: Path, stem: str) -> list[str]:
     """Write `state` as `<stem>.json` (+ `<stem>.safetensors` when it holds tensors); returns the file names written."""
     tensors: dict[str, torch.Tensor] = {}
     document = {"format": STATE_FORMAT, "state": _encode(state, stem, tensors)}
     names = []
     if tensors:
-        save_file(tensors, str(directory / f"{stem}.safetensors"))
-        _fsync(directory / f"{stem}.safetensors")
+        with atomic_output(directory / f"{stem}.safetensors", overwrite=True) as tmp:
+            save_file(tensors, str(tmp))
         names.append(f"{stem}.safetensors")
     document["tensor_file"] = names[0] if names else None
     # Python's float repr round-trips exactly; NaN/inf (allowed here) come back as the same floats.
-    (directory / f"{stem}.json").write_text(json.dumps(document), encoding="utf-8")
-    _fsync(directory / f"{stem}.json")
+    write_bytes_atomic(directory / f"{stem}.json", json.dumps(document).encode("utf-8"), overwrite=True)
     return [*names, f"{stem}.json"]
 
 
