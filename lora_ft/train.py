@@ -37,6 +37,7 @@ from .checkpoint import TRAINED_FILE, load_trained, save_trained
 from .config import RunConfig
 from .data import CausalLMCollator, VirtualTokens, build_train_dataset
 from .models.loading import load_tokenizer
+from .optim import build_optimizer, describe_optimizer
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_json_atomic, write_results, write_text_atomic
 from .tasks import get_task
 from .errors import UserError
@@ -196,9 +197,7 @@ class Trainer:
 
         params = [p for p in self.model.parameters() if p.requires_grad]
         # The paper's code applies weight decay to every trained tensor (A and B included), unlike HF Trainer's default.
-        optimizer = torch.optim.AdamW(
-            params, lr=t.learning_rate, betas=tuple(t.adam_betas), eps=t.adam_epsilon, weight_decay=t.weight_decay
-        )
+        optimizer = build_optimizer(params, t)
         steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
         self.total_steps = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
         warmup = t.warmup_steps
@@ -222,7 +221,8 @@ class Trainer:
             self.results = RunResults.start(self.run_dir.name, cfg.to_dict(), environment=collect_environment())
             self.results.parameters = ParameterCounts(**self.report)
         self.results.extra.update(
-            num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command
+            num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command,
+            optimizer=describe_optimizer(t),
         )
         if log_with:
             self.accelerator.init_trackers("tensorboard")
