@@ -18,8 +18,8 @@ Why hand-written: no maintained library has this variant. transformers removed i
 since 4.x); torch's AdamW/Adam differ as above; the formula is five tensor operations. They are done in the authors'
 order with the same torch operations, so the result matches theirs to the last bit on the same device.
 
-`adamw_torch` is torch.optim.AdamW with torch's own implementation choice (foreach on GPU, or `fused` if you patch it
-in): faster on a GPU for models with many trained tensors (full fine-tuning), numerically a slightly different optimizer.
+`adamw_torch` is torch.optim.AdamW with torch's own implementation choice (its multi-tensor `foreach` kernels on a
+GPU): faster for models with many trained tensors (full fine-tuning), numerically a slightly different optimizer.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def test_state_dict_round_trip_resumes_identically():
         assert torch.equal(a, b)
 
 
-# ---- config -----------------------------------------------------------------------------------------------------------
+# ---- config ----------------------------------------------------------------------------------------------------------
 
 
 def test_config_names_are_the_registry():
@@ -197,7 +197,7 @@ def test_paper_recipe_configs_name_the_papers_adamw(path):
     assert training["optimizer"] == "adamw_paper", path
 
 
-# ---- the Trainer ------------------------------------------------------------------------------------------------------
+# ---- the Trainer -----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["adamw_paper", "adamw_torch"])
