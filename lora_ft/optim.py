@@ -55,6 +55,12 @@ class PaperAdamW(torch.optim.Optimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, correct_bias=correct_bias)
         super().__init__(params, defaults)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        for state in self.state.values():  # a checkpoint format may hand the step back as a 0-d tensor
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = int(state["step"].item())
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
         loss = None

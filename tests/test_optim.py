@@ -123,7 +123,8 @@ def test_low_precision_parameters_are_updated_in_float32():
     assert optimizer.state[half]["exp_avg"].dtype == torch.float32
 
 
-def test_state_dict_round_trip_resumes_identically():
+@pytest.mark.parametrize("step_as_tensor", [False, True])
+def test_state_dict_round_trip_resumes_identically(step_as_tensor):
     torch.manual_seed(0)
     shapes = [(3, 4), (4,)]
     grads = [[torch.randn(s) for s in shapes] for _ in range(6)]
@@ -145,10 +146,14 @@ def test_state_dict_round_trip_resumes_identically():
     for entry in saved["state"].values():  # plain tensors and an int step: storable as safetensors + JSON
         assert isinstance(entry["step"], int)
         assert all(isinstance(entry[k], torch.Tensor) for k in ("exp_avg", "exp_avg_sq"))
+    if step_as_tensor:  # as a checkpoint store that keeps every number as a tensor would give it back
+        for entry in saved["state"].values():
+            entry["step"] = torch.tensor(float(entry["step"]))
     resumed = [torch.nn.Parameter(p.detach().clone()) for p in first]
     optimizer2 = PaperAdamW(resumed, lr=1e-2, weight_decay=0.01)
     optimizer2.load_state_dict(saved)
     steps(resumed, optimizer2, grads[3:])
+    assert all(isinstance(entry["step"], int) for entry in optimizer2.state.values())
     for a, b in zip(straight, resumed):
         assert torch.equal(a, b)
 
