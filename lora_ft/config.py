@@ -73,6 +73,12 @@ class TrainingConfig:
     batch_size: int = option(8, help="GLOBAL batch size per optimizer step, split over processes (paper E2E: 8)")
     gradient_accumulation_steps: int = option(1, help="optimizer step every N batches")
     learning_rate: float = option(2e-4, help="peak learning rate (paper E2E LoRA: 2e-4)")
+    optimizer: Literal["adamw_paper", "adamw_torch"] = option(
+        "adamw_paper",
+        help="'adamw_paper': the authors' AdamW (eps added to sqrt(v) before the bias correction, weight decay after "
+        "the update), which the paper's runs used; 'adamw_torch': torch.optim.AdamW (foreach kernels on GPU), "
+        "slightly different numerically (lora_ft/optim.py)",
+    )
     weight_decay: float = option(0.01, help="AdamW decoupled weight decay (paper E2E: 0.01)")
     adam_betas: list[float] = option([0.9, 0.999], help="AdamW betas")
     adam_epsilon: float = option(1e-6, help="AdamW epsilon (paper E2E: 1e-6)")

@@ -38,6 +38,7 @@ from .models.loading import load_tokenizer
 from .atomic import DiskFullError, disk_full_error
 from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
+from .optim import build_optimizer, describe_optimizer
 from .tasks import get_task
 from .errors import UserError
 
@@ -193,9 +194,7 @@ class Trainer:
 
         params = [p for p in self.model.parameters() if p.requires_grad]
         # The paper's code applies weight decay to every trained tensor (A and B included), unlike HF Trainer's default.
-        optimizer = torch.optim.AdamW(
-            params, lr=t.learning_rate, betas=tuple(t.adam_betas), eps=t.adam_epsilon, weight_decay=t.weight_decay
-        )
+        optimizer = build_optimizer(params, t)
         steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
         self.total_steps = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
         warmup = t.warmup_steps
@@ -219,7 +218,8 @@ class Trainer:
             self.results = RunResults.start(self.run_dir.name, cfg.to_dict(), environment=collect_environment())
             self.results.parameters = ParameterCounts(**self.report)
         self.results.extra.update(
-            num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command
+            num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command,
+            optimizer=describe_optimizer(t),
         )
         if log_with:
             self.accelerator.init_trackers("tensorboard")
