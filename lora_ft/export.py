@@ -199,6 +199,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "peft", o
     from .build import adapted_model
     from .checkpoint import load_trained
     from .config import load_config
+    from .divergence import check_finite_weights
     from .models.loading import load_tokenizer
     from .train import CONFIG_FILE
 
@@ -207,6 +208,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "peft", o
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ExportError(f"{run_dir} has no {CONFIG_FILE}: is it a lora-ft run directory?")
+    check_finite_weights(run_dir)  # never ship a diverged (NaN) model
     _prepare_dir(out_dir, overwrite)  # fail before loading any weights
     cfg = load_config(run_dir / CONFIG_FILE)
     built = adapted_model(cfg)
