@@ -28,7 +28,7 @@ class NonFiniteWeightsError(UserError):
 
 def diverged_advice(learning_rate: float) -> str:
     return (
-        f"lower training.learning_rate (now {learning_rate:g}) or set training.max_grad_norm (e.g. 1.0), "
+        f"Lower training.learning_rate (now {learning_rate:g}) or set training.max_grad_norm (e.g. 1.0), "
         "then train again into a new output.dir (or with output.overwrite=true)"
     )
 
@@ -54,7 +54,7 @@ class NonFiniteWatch:
         """(step, "loss" | "gradient norm") of the first non-finite value seen, or None: one host sync."""
         loss_step, grad_step = self._first.tolist()
         found = [(s, what) for s, what in ((loss_step, "loss"), (grad_step, "gradient norm")) if s]
-        return min(found) if found else None
+        return min(found, key=lambda bad: bad[0]) if found else None  # on a tie, the loss (computed first)
 
     def raise_if_diverged(self, step: int, last_checkpoint_step: int | None, learning_rate: float) -> None:
         """TrainingDivergedError naming the first bad step, if there was one (one host sync)."""

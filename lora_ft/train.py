@@ -46,7 +46,7 @@ from .results import EpochRecord, ParameterCounts, RunResults, collect_environme
 from .results import compute_best_epoch
 from .tasks import get_task
 from .errors import EXIT_INTERRUPTED, UserError
-from .divergence import NonFiniteWatch, check_trained_weights_finite, gradient_norm
+from .divergence import NonFiniteWatch, TrainingDivergedError, check_trained_weights_finite, diverged_advice, gradient_norm
 from .resume_config import check_resume_config
 from .stop_points import stop_point
 
@@ -366,15 +366,17 @@ class Trainer:
         logger.info("parameters: %d trainable of %d", self.report["trainable"], self.report["total"])
         self.bar = tqdm(total=self.total_steps, initial=p.step, disable=not acc.is_main_process, desc="train")
         self.model.train()
-        while p.epoch < t.epochs:
-            if p.step >= self.total_steps and not p.batches_in_epoch:
-                break  # training.max_steps reached at an epoch's end
-            epoch = p.epoch + 1
-            # A run resumed from a checkpoint at its epoch's last step (or at max_steps) has only the epoch's end left.
-            if p.step < self.total_steps and p.batches_in_epoch < len(self.train_loader):
-                self._train_epoch(epoch)
-            self._end_epoch(epoch)
-        self.bar.close()
+        try:
+            while p.epoch < t.epochs:
+                if p.step >= self.total_steps and not p.batches_in_epoch:
+                    break  # training.max_steps reached at an epoch's end
+                epoch = p.epoch + 1
+                # Resumed from a checkpoint at its epoch's last step (or at max_steps): only the epoch's end is left.
+                if p.step < self.total_steps and p.batches_in_epoch < len(self.train_loader):
+                    self._train_epoch(epoch)
+                self._end_epoch(epoch)
+        finally:
+            self.bar.close()  # ends the bar's line: an error message after it starts on a line of its own
         return self.finish(time.time() - self._session_start)
 
     def _train_epoch(self, epoch: int) -> None:
@@ -419,6 +421,11 @@ class Trainer:
         train_loss = p.epoch_loss_sum / max(p.epoch_tokens, 1)
         p.epoch, p.batches_in_epoch, p.epoch_loss_sum, p.epoch_tokens = epoch, 0, 0.0, 0
         val = self.validation_loss()
+        if not math.isfinite(val):  # finite but huge weights can overflow the forward pass
+            raise TrainingDivergedError(
+                f"training diverged: the validation loss after epoch {epoch} (step {p.step}) was not finite (NaN or inf); "
+                f"its weights were not saved as the epoch's checkpoint. {diverged_advice(self.cfg.training.learning_rate)}"
+            )
         record = EpochRecord(
             epoch=epoch, step=p.step, train_loss=train_loss, validation_loss=val,
             learning_rate=self.scheduler.get_last_lr()[0], wall_time_s=self._elapsed(),
