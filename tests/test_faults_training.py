@@ -343,3 +343,29 @@ def test_an_unknown_stop_point_is_an_error_not_a_silent_no_op(monkeypatch):
         stop_point("after-step", 3)
     monkeypatch.setenv(ENV_VAR, "after-step:3")
     stop_point("after-step", 2)  # another step: carries on
+
+
+def test_the_loop_reads_no_device_value_between_logging_steps(tmp_path, monkeypatch):
+    """The divergence check is cheap: in a step that neither logs nor checkpoints, lora-ft's code converts no tensor to
+    a Python value (on a GPU each such conversion waits for the device). Counted by wrapping Tensor's conversions and
+    keeping those called from lora_ft's own files (transformers and torch.optim make some of their own on the CPU)."""
+    from lora_ft import train as train_module
+
+    package = str(Path(train_module.__file__).parent)
+    conversions = {"n": 0}
+    for method in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, method)
+
+        def counted(self, *args, _original=original, **kwargs):
+            conversions["n"] += sys._getframe(1).f_code.co_filename.startswith(package)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    at_step = {}
+    monkeypatch.setattr(train_module, "stop_point", lambda point, n=None: at_step.setdefault(n, conversions["n"])
+                        if point == "after-step" else None)
+    train(config_from_dict(tiny_run_config(tmp_path / "run", epochs=1, log_every_steps=4)))  # logs at steps 1 and 4
+    assert sorted(at_step) == [1, 2, 3, 4]
+    # The counter is read as each step ends, before that step's logging: step 1's logging falls between 1 and 2.
+    assert at_step[2] > at_step[1]  # a logging step syncs, and the counter sees it
+    assert at_step[4] == at_step[3] == at_step[2], "steps 2 and 3 (no logging, no checkpoint) read a device value"
