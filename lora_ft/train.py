@@ -361,6 +361,8 @@ class Trainer:
         self._pending_loss = torch.zeros((), device=acc.device)
         self._pending_tokens = torch.zeros((), dtype=torch.long, device=acc.device)
         if acc.is_main_process:
+            if not self.resume:  # output.overwrite: the replaced run's final weights must not pass for this run's
+                (self.run_dir / TRAINED_FILE).unlink(missing_ok=True)
             self._write_config()
             write_results(self.run_dir, self.results)
         logger.info("parameters: %d trainable of %d", self.report["trainable"], self.report["total"])

@@ -199,7 +199,8 @@ def test_lr_1e6_stops_with_one_line_about_the_loss_and_saves_nothing_non_finite(
 
 
 def test_a_nan_loss_stops_the_run_naming_its_step_and_keeps_the_last_good_checkpoint(tmp_path, reference, monkeypatch):
-    """log_every_steps 10: the NaN of step 3 is only seen at the step-4 checkpoint, which must then not be written."""
+    """log_every_steps 10: the NaN of step 3 is only seen at the step-4 checkpoint, which must then not be written.
+    The run replaces a finished one (output.overwrite): that run's final weights must not pass for this one's."""
     from lora_ft import train as train_module
 
     original, calls = train_module.completion_loss, {"n": 0}
@@ -211,9 +212,12 @@ def test_a_nan_loss_stops_the_run_naming_its_step_and_keeps_the_last_good_checkp
 
     monkeypatch.setattr(train_module, "completion_loss", nan_at_step_3)
     run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    config = run_config(run_dir)
+    config["output"]["overwrite"] = True
     with pytest.raises(TrainingDivergedError, match=r"the loss was not finite \(NaN or inf\) at step 3; stopped at step 4 "
                                                     r".*the last checkpoint, step 2, is finite and kept"):
-        train(config_from_dict(run_config(run_dir)))
+        train(config_from_dict(config))
     assert checkpoint_names(run_dir) == ["step-2"]
     for name, tensor in read_trained(reference / "checkpoints" / "step-2")[0].items():
         torch.testing.assert_close(read_trained(run_dir / "checkpoints" / "step-2")[0][name], tensor, rtol=0, atol=0)
