@@ -6,11 +6,8 @@ step's batch is split over the processes, and the loss is normalised by the glob
 
 Run directory: config.yaml, results.json, train.log, trained.safetensors (last epoch), and
 checkpoints/epoch-N/ (trained tensors, optimizer, scheduler, RNG) from which `--resume` continues.
-
-Faults: a kill at any moment leaves a run that `--resume` finishes with the records, checkpoints and losses of an
-uninterrupted one (each checkpoint's Progress carries the epoch's running loss and the finished epochs' records);
-`--resume` refuses a changed model or recipe (resume_config.py); a loss, gradient or weight that stops being finite
-stops the run before anything non-finite is saved (divergence.py); Ctrl-C ends in one line that says how to resume.
+Faults: after a kill at any moment, `--resume` ends with what an uninterrupted run would have, and refuses a changed
+model or recipe (resume.py); a non-finite loss, gradient or weight stops the run before it is saved (divergence.py).
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +39,10 @@ from .config import RunConfig
 from .data import CausalLMCollator, VirtualTokens, build_train_dataset
 from .models.loading import load_tokenizer
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_json_atomic, write_results, write_text_atomic
-from .results import compute_best_epoch
 from .tasks import get_task
-from .errors import EXIT_INTERRUPTED, UserError
+from .errors import UserError
 from .divergence import NonFiniteWatch, TrainingDivergedError, check_trained_weights_finite, diverged_advice, gradient_norm
-from .resume_config import check_resume_config
+from .resume import Progress, check_resume_config, continue_results, interrupted
 from .stop_points import stop_point
 
 logger = logging.getLogger("lora_ft.train")
@@ -60,12 +55,6 @@ PROGRESS_FILE = "progress.json"  # small, so finding the latest checkpoint reads
 
 class RunDirectoryError(UserError, RuntimeError):
     pass
-
-
-class TrainingInterrupted(UserError):
-    """Ctrl-C: the message says where the run stopped and the command that continues it."""
-
-    exit_code = EXIT_INTERRUPTED
 
 
 def run_dir_of(cfg: RunConfig) -> Path:
@@ -103,21 +92,6 @@ def completion_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing:
         shift_logits, shift_labels, ignore_index=-100, label_smoothing=label_smoothing, reduction="sum"
     )
     return loss_sum, (shift_labels != -100).sum()
-
-
-@dataclass
-class Progress:
-    """Where a run stands, saved (as JSON) in every checkpoint: `--resume` continues from exactly here, with the
-    current epoch's running loss and the finished epochs' records, so a kill at any moment loses nothing but the
-    steps since the checkpoint."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps taken
-    batches_in_epoch: int = 0  # batches of the current epoch already consumed (step checkpoints)
-    epoch_loss_sum: float = 0.0  # training-loss sum over the completion tokens of those batches
-    epoch_tokens: int = 0  # their completion tokens: the epoch's train_loss is epoch_loss_sum / epoch_tokens
-    train_seconds: float = 0.0  # time spent training up to this point (the epoch records' wall_time_s)
-    epoch_records: list[dict] = field(default_factory=list)  # the finished epochs' EpochRecords, as dicts
 
 
 def _rng_state() -> dict:
@@ -242,7 +216,7 @@ class Trainer:
             self._load_latest_checkpoint()
             self.last_checkpoint_step = self.progress.step
             self.results = read_results(self.run_dir)
-            self._continue_results()
+            continue_results(self.results, self.progress, cfg.to_dict(), self.resume_changes)
         else:
             self.results = RunResults.start(self.run_dir.name, cfg.to_dict(), environment=collect_environment())
             self.results.parameters = ParameterCounts(**self.report)
@@ -291,20 +265,6 @@ class Trainer:
         self.progress = Progress(**json.loads((latest / PROGRESS_FILE).read_text()))
         _set_rng_state(torch.load(latest / f"rng-{self.accelerator.process_index}.pt", weights_only=False))
         logger.info("resumed from %s (epoch %d, step %d)", latest, self.progress.epoch, self.progress.step)
-
-    def _continue_results(self) -> None:
-        """results.json of a resumed run: the epochs are those of the checkpoint (a kill after an epoch's checkpoint
-        but before results.json recorded it loses nothing), the stale error of the interrupted attempt goes, and
-        harmless config changes are recorded."""
-        records = [EpochRecord(**r) for r in self.progress.epoch_records]
-        if not records:  # a checkpoint written before Progress carried the records
-            records = [e for e in self.results.epochs if e.epoch <= self.progress.epoch]
-        self.results.epochs, self.results.best_epoch = records, compute_best_epoch(records)
-        self.results.status, self.results.error = "training", None
-        if self.resume_changes:
-            self.results.config = self.cfg.to_dict()
-            changes = {key: [old, new] for key, (old, new) in self.resume_changes.items()}
-            self.results.extra.setdefault("resume_changes", []).append({"step": self.progress.step, "changes": changes})
 
     # -- loop --------------------------------------------------------------------------------------------------------
 
@@ -463,15 +423,6 @@ class Trainer:
         self.save_checkpoint(name)
         self.last_checkpoint_step = self.progress.step
 
-    def interrupted(self) -> TrainingInterrupted:
-        """The one-line message after Ctrl-C: where the run stopped and the command that continues it."""
-        where = f"interrupted at step {self.progress.step} of {self.total_steps}"
-        if self.last_checkpoint_step is None:
-            return TrainingInterrupted(f"{where}, before the first checkpoint (nothing to resume); "
-                                       f"start again with: {self.command} output.overwrite=true")
-        return TrainingInterrupted(f"{where} (last checkpoint: step {self.last_checkpoint_step}); "
-                                   f"resume with: {self.command} --resume")
-
     def finish(self, seconds: float) -> Path:
         acc = self.accelerator
         self._sync()
@@ -513,8 +464,8 @@ def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -
     except BaseException as exc:
         error = exc
         if isinstance(exc, KeyboardInterrupt):
-            error = trainer.interrupted() if trainer is not None else TrainingInterrupted(
-                f"interrupted before training started; run again with: {command}{' --resume' if resume else ''}"
+            error = interrupted(command, resume) if trainer is None else interrupted(
+                command, resume, trainer.progress, trainer.total_steps, trainer.last_checkpoint_step
             )
         if trainer is not None and trainer.accelerator.is_main_process:
             trainer.results.mark_failed(error)

@@ -1,4 +1,9 @@
-"""`--resume` continues a run with the config it was started with: a changed model or recipe is refused.
+"""What `--resume` needs: where a run stands (`Progress`, saved in every checkpoint), the check that it continues with
+the config it was started with, its results.json when it continues, and the message that says how to continue it.
+
+A kill at any moment loses only the steps since the last checkpoint: Progress carries the current epoch's running loss
+and the finished epochs' records, so a resumed run ends with the records, checkpoints and per-epoch losses of an
+uninterrupted one, even when the kill fell between an epoch's checkpoint and results.json.
 
 The run's own config is its config.yaml (the resolved config written when it started). A resume compares it key by key
 with the config it is given. Keys in `HARMLESS_ON_RESUME` change neither the model nor the training recipe (how often
@@ -10,10 +15,25 @@ give weights that belong to no config.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import EXIT_INTERRUPTED, UserError
+from .results import EpochRecord, RunResults, compute_best_epoch
+
+
+@dataclass
+class Progress:
+    """Where a run stands, saved as JSON in every checkpoint; `--resume` continues from exactly here."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    batches_in_epoch: int = 0  # batches of the current epoch already consumed (step checkpoints)
+    epoch_loss_sum: float = 0.0  # training-loss sum over the completion tokens of those batches
+    epoch_tokens: int = 0  # their completion tokens: the epoch's train_loss is epoch_loss_sum / epoch_tokens
+    train_seconds: float = 0.0  # time spent training up to this point (the epoch records' wall_time_s)
+    epoch_records: list[dict] = field(default_factory=list)  # the finished epochs' EpochRecords, as dicts
 
 HARMLESS_ON_RESUME: dict[str, str] = {
     "training.log_every_steps": "logging only",
@@ -75,3 +95,38 @@ def check_resume_config(config_file: Path, given: dict[str, Any]) -> dict[str, t
             "--resume), or train the new config into another output.dir"
         )
     return {key: change for key, change in changes.items() if is_harmless(key)}
+
+
+def continue_results(results: RunResults, progress: Progress, config: dict[str, Any], changes: dict) -> None:
+    """results.json of a resumed run: its epochs are those of the checkpoint (a kill after an epoch's checkpoint but
+    before results.json recorded it loses nothing), the interrupted attempt's error goes, harmless changes are recorded."""
+    records = [EpochRecord(**r) for r in progress.epoch_records]
+    if not records:  # a checkpoint written before Progress carried the records
+        records = [e for e in results.epochs if e.epoch <= progress.epoch]
+    results.epochs, results.best_epoch = records, compute_best_epoch(records)
+    results.status, results.error = "training", None
+    if changes:
+        results.config = config
+        listed = {key: [old, new] for key, (old, new) in changes.items()}
+        results.extra.setdefault("resume_changes", []).append({"step": progress.step, "changes": listed})
+
+
+class TrainingInterrupted(UserError):
+    """Ctrl-C: the message says where the run stopped and the command that continues it."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+def interrupted(command: str, resume: bool, progress: Progress | None = None, total_steps: int = 0,
+                last_checkpoint_step: int | None = None) -> TrainingInterrupted:
+    """The one-line error after Ctrl-C: where the run stopped and the command that continues it."""
+    if progress is None:
+        return TrainingInterrupted(
+            f"interrupted before training started; run again with: {command}{' --resume' if resume else ''}"
+        )
+    where = f"interrupted at step {progress.step} of {total_steps}"
+    if last_checkpoint_step is None:
+        return TrainingInterrupted(
+            f"{where}, before the first checkpoint (nothing to resume); start again with: {command} output.overwrite=true"
+        )
+    return TrainingInterrupted(f"{where} (last checkpoint: step {last_checkpoint_step}); resume with: {command} --resume")
