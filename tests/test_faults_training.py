@@ -116,8 +116,10 @@ KILL_POINTS = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("point", list(KILL_POINTS))
+@pytest.mark.parametrize("point", [
+    # The acceptance case runs by default; the other points are slow (a subprocess each) but still run in CI.
+    pytest.param(point, marks=[] if point == "after-step-checkpoint:8" else [pytest.mark.slow]) for point in KILL_POINTS
+])
 def test_a_run_killed_at_any_point_resumes_to_the_uninterrupted_run(tmp_path, reference, point):
     run_dir = tmp_path / "run"
     config = run_config(run_dir)
