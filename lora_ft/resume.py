@@ -35,9 +35,10 @@ class Progress:
     train_seconds: float = 0.0  # time spent training up to this point (the epoch records' wall_time_s)
     epoch_records: list[dict] = field(default_factory=list)  # the finished epochs' EpochRecords, as dicts
 
+
 HARMLESS_ON_RESUME: dict[str, str] = {
     "training.log_every_steps": "logging only",
-    "training.eval_batch_size": "the validation-loss pass sums per-example losses: its value does not depend on it",
+    "training.eval_batch_size": "the validation loss sums per-example losses: it changes by rounding only",
     "training.checkpoint_every_steps": "which step checkpoints are written, not what is trained",
     "training.num_workers": "the data order comes from the seeded sampler, not from the workers",
     "decoding.batch_size": "padded positions are masked, so batching prompts changes the speed only",
