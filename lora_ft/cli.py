@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, FileNotFoundError) as exc:
         # Errors about the user's input or files get one clear line; anything else is a bug and keeps its traceback.
         print(f"lora-ft: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return getattr(exc, "exit_code", EXIT_USER_ERROR)  # Ctrl-C during training: 130
 
 
 if __name__ == "__main__":

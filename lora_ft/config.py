@@ -99,7 +99,7 @@ class TrainingConfig:
         require(self.epochs >= 1, f"training.epochs must be >= 1, got {self.epochs}")
         require(self.batch_size >= 1, f"training.batch_size must be >= 1, got {self.batch_size}")
         require(self.gradient_accumulation_steps >= 1, "training.gradient_accumulation_steps must be >= 1")
-        require(self.learning_rate > 0, f"training.learning_rate must be positive, got {self.learning_rate}")
+        require(0 < self.learning_rate < float("inf"), f"training.learning_rate must be a positive finite number, got {self.learning_rate}")
         require(len(self.adam_betas) == 2, f"training.adam_betas needs two values, got {self.adam_betas}")
         require(self.warmup_steps >= 0, "training.warmup_steps must be >= 0")
         require(0.0 <= self.label_smoothing < 1.0, "training.label_smoothing must be in [0, 1)")

@@ -9,6 +9,7 @@ TaskDataError, ...) so that callers can still catch the narrow kind.
 from __future__ import annotations
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what shells and schedulers read as "stopped by Ctrl-C"; see train.TrainingInterrupted
 
 
 class UserError(Exception):

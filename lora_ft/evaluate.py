@@ -18,6 +18,7 @@ import torch
 
 from .build import adapted_model
 from .checkpoint import TRAINED_FILE, load_trained
+from .divergence import check_finite_weights
 from .config import RunConfig, load_config
 from .data import VirtualTokens, encode_prompt
 from .generate import BeamSearchConfig, beam_search, decode_completion
@@ -80,6 +81,9 @@ def evaluate_run(
     task = get_task(cfg.task)
     task.check_source((split,))
     chosen = [0] if base else resolve_epochs(run_dir, epochs)
+    for epoch in chosen:  # a diverged run's NaN weights decode to garbage: refuse them before loading any model
+        if epoch != 0:
+            check_finite_weights(weights_dir(run_dir, epoch))
     results = read_results(run_dir)
     if None in chosen and results.status not in ("trained", "evaluated"):
         # A run still training (or stopped) has no final weights of its own: an older run's may still lie there.

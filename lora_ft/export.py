@@ -210,6 +210,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "peft", o
     from .build import adapted_model
     from .checkpoint import load_trained
     from .config import load_config
+    from .divergence import check_finite_weights
     from .models.loading import load_tokenizer
     from .train import CONFIG_FILE
 
@@ -218,6 +219,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "peft", o
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ExportError(f"{run_dir} has no {CONFIG_FILE}: is it a lora-ft run directory?")
+    check_finite_weights(run_dir)  # never ship a diverged (NaN) model
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ExportError(f"export target {out_dir} exists and is not a directory")
     # One writer per output folder: a second export into it is refused (and leaves it alone) while this one writes.

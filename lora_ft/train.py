@@ -6,6 +6,8 @@ step's batch is split over the processes, and the loss is normalised by the glob
 
 Run directory: config.yaml, results.json, train.log, trained.safetensors (last epoch), and
 checkpoints/epoch-N/ (trained tensors, optimizer, scheduler, RNG; see checkpoint.py) from which `--resume` continues.
+Faults: after a kill at any moment, `--resume` ends with what an uninterrupted run would have, and refuses a changed
+model or recipe (resume.py); a non-finite loss, gradient or weight stops the run before it is saved (divergence.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,6 +42,9 @@ from .results import EpochRecord, ParameterCounts, RunResults, collect_environme
 from .optim import build_optimizer, describe_optimizer
 from .tasks import get_task
 from .errors import UserError
+from .divergence import NonFiniteWatch, TrainingDivergedError, check_trained_weights_finite, diverged_advice, gradient_norm
+from .resume import Progress, check_resume_config, continue_results, interrupted
+from .stop_points import stop_point
 
 logger = logging.getLogger("lora_ft.train")
 
@@ -89,11 +93,6 @@ def completion_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing:
     return loss_sum, (shift_labels != -100).sum()
 
 
-@dataclass
-class Progress:
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps taken
-    batches_in_epoch: int = 0  # batches of the current epoch already consumed (step checkpoints)
 
 
 def _peak_memory_bytes(device: torch.device) -> int:
@@ -150,6 +149,7 @@ class Trainer:
         t = cfg.training
         # Cheap checks first: a bad config or data path fails before any model loads.
         check_run_dir(self.run_dir, resume=resume, overwrite=cfg.output.overwrite)
+        self.resume_changes = check_resume_config(self.run_dir / CONFIG_FILE, cfg.to_dict()) if resume else {}
         preflight(cfg)
         self.task = get_task(cfg.task)
         self.task.check_source(("train", "validation"))
@@ -209,11 +209,12 @@ class Trainer:
             self.model, optimizer, train_loader, valid_loader, scheduler
         )
         self.progress = Progress()
+        self.last_checkpoint_step: int | None = None  # for the messages after Ctrl-C or divergence
         if resume:
             self._load_latest_checkpoint()
+            self.last_checkpoint_step = self.progress.step
             self.results = read_results(self.run_dir)
-            self.results.status = "training"
-            self.results.epochs = [e for e in self.results.epochs if e.epoch <= self.progress.epoch]
+            continue_results(self.results, self.progress, cfg.to_dict(), self.resume_changes)
         else:
             self.results = RunResults.start(self.run_dir.name, cfg.to_dict(), environment=collect_environment())
             self.results.parameters = ParameterCounts(**self.report)
@@ -257,7 +258,8 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------------------------------
 
-    def _training_step(self, batch) -> tuple[float, int]:
+    def _training_step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch; returns (loss sum, completion tokens) over all processes, as device tensors: no host sync."""
         acc, t = self.accelerator, self.cfg.training
         with acc.accumulate(self.model):
             outputs = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -265,13 +267,19 @@ class Trainer:
             global_tokens = acc.gather(tokens.detach()).sum().clamp(min=1)
             # DDP averages gradients over processes: scaling by their number makes this the global token mean.
             acc.backward(loss_sum * acc.num_processes / global_tokens)
-            if t.max_grad_norm is not None and acc.sync_gradients:
-                acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+            grad_norm = None
+            if acc.sync_gradients:
+                if t.max_grad_norm is not None:
+                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
+                elif acc.scaler is None:
+                    grad_norm = gradient_norm(self.model.parameters())
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad()
         total_loss = acc.gather(loss_sum.detach()).sum()
-        return float(total_loss / global_tokens), int(global_tokens)
+        # fp16's loss scaler skips the steps whose gradients overflowed: there an infinite norm is routine.
+        self.watch.observe(self.progress.step + 1, total_loss, grad_norm if acc.scaler is None else None)
+        return total_loss, global_tokens
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -296,63 +304,123 @@ class Trainer:
         return loss_total / max(token_total, 1)
 
     def run(self) -> Path:
-        acc, t = self.accelerator, self.cfg.training
-        start = time.time()
+        acc, t, p = self.accelerator, self.cfg.training, self.progress
+        self._session_start, self._seconds_before = time.time(), p.train_seconds
+        # Device-side sums since the last host sync (at most one per logging interval, checkpoint or epoch end).
+        self.watch = NonFiniteWatch(acc.device)
+        self._pending_loss = torch.zeros((), device=acc.device)
+        self._pending_tokens = torch.zeros((), dtype=torch.long, device=acc.device)
         if acc.is_main_process:
+            if not self.resume:  # output.overwrite: the replaced run's final weights must not pass for this run's
+                (self.run_dir / TRAINED_FILE).unlink(missing_ok=True)
             self._write_config()
             write_results(self.run_dir, self.results)
         logger.info("parameters: %d trainable of %d", self.report["trainable"], self.report["total"])
-        bar = tqdm(total=self.total_steps, initial=self.progress.step, disable=not acc.is_main_process, desc="train")
+        self.bar = tqdm(total=self.total_steps, initial=p.step, disable=not acc.is_main_process, desc="train")
         self.model.train()
-        done = self.progress.step >= self.total_steps
-        while self.progress.epoch < t.epochs and not done:
-            epoch = self.progress.epoch + 1
-            self.train_loader.set_epoch(epoch)  # data order is a function of (seed, epoch): resumable
-            loader = self.train_loader
-            if self.progress.batches_in_epoch:
-                loader = acc.skip_first_batches(loader, self.progress.batches_in_epoch)
-            epoch_loss, epoch_tokens, window_tokens, window_start = 0.0, 0, 0, time.time()
-            for batch in loader:
-                loss, tokens = self._training_step(batch)
-                epoch_loss += loss * tokens
-                epoch_tokens += tokens
-                window_tokens += int(acc.gather(batch["attention_mask"].sum()).sum())
-                self.progress.batches_in_epoch += 1
-                if acc.sync_gradients:
-                    self.progress.step += 1
-                    bar.update(1)
-                    if self.progress.step % t.log_every_steps == 0 or self.progress.step == 1:
-                        lr = self.scheduler.get_last_lr()[0]
-                        rate = window_tokens / max(time.time() - window_start, 1e-9)
-                        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
-                        logger.info("step %d loss %.4f lr %.3e tokens/s %.0f", self.progress.step, loss, lr, rate)
-                        acc.log({"train/loss": loss, "train/lr": lr, "train/tokens_per_s": rate}, step=self.progress.step)
-                        window_tokens, window_start = 0, time.time()
-                    if t.checkpoint_every_steps and self.progress.step % t.checkpoint_every_steps == 0:
-                        self.save_checkpoint(f"step-{self.progress.step}")
-                    if self.progress.step >= self.total_steps:
-                        done = True
-                        break
-            self.progress.epoch, self.progress.batches_in_epoch = epoch, 0
-            val = self.validation_loss()
-            record = EpochRecord(
-                epoch=epoch, step=self.progress.step, train_loss=epoch_loss / max(epoch_tokens, 1),
-                validation_loss=val, learning_rate=self.scheduler.get_last_lr()[0], wall_time_s=time.time() - start,
+        try:
+            while p.epoch < t.epochs:
+                if p.step >= self.total_steps and not p.batches_in_epoch:
+                    break  # training.max_steps reached at an epoch's end
+                epoch = p.epoch + 1
+                # Resumed from a checkpoint at its epoch's last step (or at max_steps): only the epoch's end is left.
+                if p.step < self.total_steps and p.batches_in_epoch < len(self.train_loader):
+                    self._train_epoch(epoch)
+                self._end_epoch(epoch)
+        finally:
+            self.bar.close()  # ends the bar's line: an error message after it starts on a line of its own
+        return self.finish(time.time() - self._session_start)
+
+    def _train_epoch(self, epoch: int) -> None:
+        acc, t, p = self.accelerator, self.cfg.training, self.progress
+        self.train_loader.set_epoch(epoch)  # data order is a function of (seed, epoch): resumable
+        loader = self.train_loader
+        if p.batches_in_epoch:
+            loader = acc.skip_first_batches(loader, p.batches_in_epoch)
+        window_tokens = torch.zeros((), dtype=torch.long, device=acc.device)  # this process's, for tokens/s
+        window_start = time.time()
+        for batch in loader:
+            loss_sum, tokens = self._training_step(batch)
+            self._pending_loss += loss_sum
+            self._pending_tokens += tokens
+            window_tokens += batch["attention_mask"].sum()
+            p.batches_in_epoch += 1
+            if not acc.sync_gradients:
+                continue
+            p.step += 1
+            self.bar.update(1)
+            stop_point("after-step", p.step)
+            if p.step % t.log_every_steps == 0 or p.step == 1:
+                self._sync()
+                loss, lr = float(loss_sum / tokens), self.scheduler.get_last_lr()[0]
+                rate = int(acc.gather(window_tokens).sum()) / max(time.time() - window_start, 1e-9)
+                self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+                logger.info("step %d loss %.4f lr %.3e tokens/s %.0f", p.step, loss, lr, rate)
+                acc.log({"train/loss": loss, "train/lr": lr, "train/tokens_per_s": rate}, step=p.step)
+                window_tokens.zero_()
+                window_start = time.time()
+            if t.checkpoint_every_steps and p.step % t.checkpoint_every_steps == 0:
+                self._checkpoint(f"step-{p.step}")
+                stop_point("after-step-checkpoint", p.step)
+            if p.step >= self.total_steps:
+                break
+
+    def _end_epoch(self, epoch: int) -> None:
+        """Validation, the epoch's record (into Progress first, so the epoch checkpoint carries it), its checkpoint,
+        then results.json."""
+        acc, p = self.accelerator, self.progress
+        self._sync()
+        train_loss = p.epoch_loss_sum / max(p.epoch_tokens, 1)
+        p.epoch, p.batches_in_epoch, p.epoch_loss_sum, p.epoch_tokens = epoch, 0, 0.0, 0
+        val = self.validation_loss()
+        if not math.isfinite(val):  # finite but huge weights can overflow the forward pass
+            raise TrainingDivergedError(
+                f"training diverged: the validation loss after epoch {epoch} (step {p.step}) was not finite (NaN or inf); "
+                f"its weights were not saved as the epoch's checkpoint. {diverged_advice(self.cfg.training.learning_rate)}"
             )
-            logger.info("epoch %d: train loss %.4f, validation loss %.4f", epoch, record.train_loss, val)
-            acc.log({"valid/loss": val}, step=self.progress.step)
-            self.save_checkpoint(f"epoch-{epoch}")
-            if acc.is_main_process:
-                self.results.add_epoch(record)
-                write_results(self.run_dir, self.results)
-        bar.close()
-        return self.finish(time.time() - start)
+        record = EpochRecord(
+            epoch=epoch, step=p.step, train_loss=train_loss, validation_loss=val,
+            learning_rate=self.scheduler.get_last_lr()[0], wall_time_s=self._elapsed(),
+        )
+        p.epoch_records.append(dataclasses.asdict(record))
+        logger.info("epoch %d: train loss %.4f, validation loss %.4f", epoch, record.train_loss, val)
+        acc.log({"valid/loss": val}, step=p.step)
+        self._checkpoint(f"epoch-{epoch}")
+        stop_point("after-epoch-checkpoint", epoch)
+        if acc.is_main_process:
+            self.results.add_epoch(record)
+            write_results(self.run_dir, self.results)
+        stop_point("after-epoch-results", epoch)
+
+    def _elapsed(self) -> float:
+        """Training time of this run so far, the attempts before a resume included (up to their checkpoint)."""
+        return self._seconds_before + time.time() - self._session_start
+
+    def _sync(self) -> None:
+        """The loop's host sync: stop if any step since the last one was not finite, then fold the device-side loss
+        sums into Progress (a float64 on the host, so a long epoch's sum loses no precision)."""
+        self.watch.raise_if_diverged(self.progress.step, self.last_checkpoint_step, self.cfg.training.learning_rate)
+        self.progress.epoch_loss_sum += float(self._pending_loss)
+        self.progress.epoch_tokens += int(self._pending_tokens)
+        self._pending_loss.zero_()
+        self._pending_tokens.zero_()
+
+    def _checkpoint(self, name: str) -> None:
+        """Save a checkpoint, after confirming that every step since the last check and the weights are finite."""
+        self._sync()
+        check_trained_weights_finite(self.model, self.progress.step, self.cfg.training.learning_rate)
+        self.progress.train_seconds = self._elapsed()
+        self.save_checkpoint(name)
+        self.last_checkpoint_step = self.progress.step
 
     def finish(self, seconds: float) -> Path:
         acc = self.accelerator
+        self._sync()
+        check_trained_weights_finite(self.model, self.progress.step, self.cfg.training.learning_rate)
         acc.wait_for_everyone()
         if acc.is_main_process:
             save_trained(acc.unwrap_model(self.model), self.method, self.run_dir)
+            stop_point("after-final-weights")
             self.results.status = "trained"
             self.results.wall_time_s = (self.results.wall_time_s or 0.0) + seconds
             peak = _peak_memory_bytes(acc.device)
@@ -374,22 +442,32 @@ def _has_tensorboard() -> bool:
 
 
 def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -> Path:
-    """Train one run; on failure results.json says why (status 'failed') and the error propagates."""
+    """Train one run; on failure results.json says why (status 'failed') and the error propagates.
+
+    Ctrl-C becomes TrainingInterrupted (one line with the resume command, exit code 130 from the CLI)."""
+    command = command or " ".join(["lora-ft", *sys.argv[1:]])
+    command = command.replace(" --resume", "")  # the messages add it where it applies
+    trainer = None
     try:
-        trainer = Trainer(cfg, resume=resume, command=command or " ".join(["lora-ft", *sys.argv[1:]]))
-        try:
-            return trainer.run()
-        except BaseException as exc:
+        trainer = Trainer(cfg, resume=resume, command=command)
+        return trainer.run()
+    except BaseException as exc:
+        error = exc
+        if isinstance(exc, KeyboardInterrupt):
+            error = interrupted(command, resume) if trainer is None else interrupted(
+                command, resume, trainer.progress, trainer.total_steps, trainer.last_checkpoint_step
+            )
+        elif trainer is not None:
             # A full disk (checkpoints, weights) is the user's to fix: one line, not torch's C++ message.
             error = disk_full_error(trainer.run_dir, exc) or exc
-            if trainer.accelerator.is_main_process:
-                trainer.results.mark_failed(error)
-                with contextlib.suppress(DiskFullError):  # on a full disk, the failure cannot be recorded either
-                    write_results(trainer.run_dir, trainer.results)
-            if error is not exc:
-                raise error from exc
-            raise
-        finally:
-            trainer.close()
+        if trainer is not None and trainer.accelerator.is_main_process:
+            trainer.results.mark_failed(error)
+            with contextlib.suppress(DiskFullError):  # on a full disk, the failure cannot be recorded either
+                write_results(trainer.run_dir, trainer.results)
+        if error is not exc:
+            raise error from None
+        raise
     finally:
+        if trainer is not None:
+            trainer.close()
         _close_run_log()
