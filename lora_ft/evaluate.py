@@ -81,9 +81,6 @@ def evaluate_run(
     task = get_task(cfg.task)
     task.check_source((split,))
     chosen = [0] if base else resolve_epochs(run_dir, epochs)
-    for epoch in chosen:  # a diverged run's NaN weights decode to garbage: refuse them before loading any model
-        if epoch != 0:
-            check_finite_weights(weights_dir(run_dir, epoch))
     results = read_results(run_dir)
     if None in chosen and results.status not in ("trained", "evaluated"):
         # A run still training (or stopped) has no final weights of its own: an older run's may still lie there.
@@ -91,6 +88,9 @@ def evaluate_run(
             f"{run_dir} has status '{results.status}': its final weights are written when training finishes; "
             "evaluate an epoch's checkpoint instead (--epochs N, best or all)"
         )
+    for epoch in chosen:  # a diverged run's NaN weights decode to garbage: refuse them before loading any model
+        if epoch != 0:
+            check_finite_weights(weights_dir(run_dir, epoch))
     examples = task.load(split)
     items = task.eval_items(examples)
     if cfg.task.max_eval_examples:

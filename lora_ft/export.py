@@ -219,11 +219,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "peft", o
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ExportError(f"{run_dir} has no {CONFIG_FILE}: is it a lora-ft run directory?")
-    check_finite_weights(run_dir)  # never ship a diverged (NaN) model
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ExportError(f"export target {out_dir} exists and is not a directory")
     # One writer per output folder: a second export into it is refused (and leaves it alone) while this one writes.
     with RunLock(out_dir, command=f"lora-ft export --run {run_dir} --out {out_dir} --format {fmt}"):
+        check_finite_weights(run_dir)  # never ship a diverged (NaN) model
         _prepare_dir(out_dir, overwrite)  # fail before loading any weights
         cfg = load_config(run_dir / CONFIG_FILE)
         built = adapted_model(cfg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import shutil
 import math
 import pickle
 import re
@@ -319,9 +320,11 @@ def test_no_intact_checkpoint_is_a_one_line_error_and_old_pickles_are_never_load
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(tiny_run_config(tmp_path / "run")))
     checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    shutil.copy(config, tmp_path / "run" / "config.yaml")  # the run's own config: --resume checks it first
     marker = tmp_path / "code-ran"
     old = checkpoints / "epoch-1"  # as lora-ft wrote it before: pickles and a progress.json
-    old.mkdir(parents=True)
+    old.mkdir()
     for name in OLD_FILES:
         (old / name).write_bytes(planted_pickle(marker))
     (old / "progress.json").write_text(json.dumps({"epoch": 1, "step": 4, "batches_in_epoch": 0}))

@@ -8,6 +8,7 @@ would, without racing a signal against the loop.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ import yaml
 from safetensors.torch import save_file
 
 from lora_ft import cli
-from lora_ft.checkpoint import TRAINED_FILE, read_trained
+from lora_ft.checkpoint import MANIFEST_FILE, TENSORS_SHA256_KEY, TRAINED_FILE, read_trained, tensors_digest, write_manifest
 from lora_ft.config import config_from_dict
 from lora_ft.divergence import NonFiniteWeightsError, TrainingDivergedError
 from lora_ft.resume import ResumeConfigError, config_changes
@@ -263,11 +264,18 @@ def test_weights_that_become_non_finite_with_finite_losses_are_never_saved(tmp_p
 
 
 def poison(directory: Path) -> None:
-    """Overwrite one trained tensor of `directory` with NaNs, as a diverged run trained before these checks left it."""
+    """Overwrite one trained tensor of `directory` with NaNs, as a diverged run trained before these checks left it:
+    an intact file (its checksum, and the checkpoint's manifest, describe the NaNs), so only the finiteness check can
+    refuse it."""
     tensors, metadata = read_trained(directory)
     name = sorted(tensors)[0]
     tensors[name] = torch.full_like(tensors[name], float("nan"))
+    metadata[TENSORS_SHA256_KEY] = tensors_digest(tensors)
     save_file(tensors, str(directory / TRAINED_FILE), metadata=metadata)
+    manifest_path = directory / MANIFEST_FILE
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        write_manifest(directory, manifest["progress"], manifest["num_processes"])
 
 
 @pytest.mark.parametrize("which", ["final", "epoch-1"])
