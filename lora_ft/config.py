@@ -71,6 +71,10 @@ class TaskConfig:
             require(value is None or value > 0, f"task.{key} must be positive or null, got {value}")
 
 
+# training.report_to: the trackers lora_ft/trackers.py knows, "all" of those installed, or "none".
+TrackerName = Literal["tensorboard", "wandb", "mlflow", "all", "none"]
+
+
 @dataclass
 class TrainingConfig:
     epochs: int = option(5, help="passes over the training data (paper E2E: 5)")
@@ -93,6 +97,11 @@ class TrainingConfig:
     eval_batch_size: int = option(16, help="batch size of the validation-loss pass")
     checkpoint_every_steps: int | None = option(None, help="also checkpoint every N steps (an epoch end always checkpoints)")
     num_workers: int = option(0, help="DataLoader worker processes")
+    report_to: list[TrackerName] | TrackerName = option(
+        ["none"],
+        help="experiment trackers, as HF Trainer's report_to: tensorboard, wandb, mlflow (each needs its extra: "
+        "pip install 'lora-ft[wandb]'), 'all' (every one installed) or 'none' (default, as HF Trainer v5)",
+    )
 
     def __post_init__(self):
         require(self.epochs >= 1, f"training.epochs must be >= 1, got {self.epochs}")
@@ -103,6 +112,12 @@ class TrainingConfig:
         require(self.warmup_steps >= 0, "training.warmup_steps must be >= 0")
         require(0.0 <= self.label_smoothing < 1.0, "training.label_smoothing must be in [0, 1)")
         require(self.max_steps is None or self.max_steps >= 1, "training.max_steps must be >= 1 or null")
+        if isinstance(self.report_to, str):  # report_to: tensorboard, as HF Trainer accepts
+            self.report_to = [self.report_to]
+        require(
+            "none" not in self.report_to or len(self.report_to) == 1,
+            f"training.report_to: 'none' cannot be combined with trackers, got {self.report_to}",
+        )
 
 
 @dataclass

@@ -39,6 +39,7 @@ from .data import CausalLMCollator, VirtualTokens, build_train_dataset
 from .models.loading import load_tokenizer
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_json_atomic, write_results, write_text_atomic
 from .tasks import get_task
+from .trackers import resolve_trackers, start_trackers
 from .errors import UserError
 
 logger = logging.getLogger("lora_ft.train")
@@ -156,7 +157,7 @@ class Trainer:
         self.task = get_task(cfg.task)
         self.task.check_source(("train", "validation"))
 
-        log_with = "tensorboard" if _has_tensorboard() else None
+        log_with = resolve_trackers(t.report_to)  # a tracker's missing package fails here, before the model loads
         # Without a GPU, Accelerate only forms a multi-process (gloo) group when told to use the CPU.
         distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
@@ -225,7 +226,7 @@ class Trainer:
             num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command
         )
         if log_with:
-            self.accelerator.init_trackers("tensorboard")
+            start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict())
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
 
@@ -377,12 +378,6 @@ class Trainer:
     def _write_config(self) -> None:
         header = f"# Resolved config of this run. Re-run with:\n#   {self.command}\n"
         write_text_atomic(self.run_dir / CONFIG_FILE, header + self.cfg.to_yaml(), overwrite=True)
-
-
-def _has_tensorboard() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tensorboard") is not None
 
 
 def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -> Path:
