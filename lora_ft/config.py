@@ -10,7 +10,9 @@ bad values are errors that name the key, the file and the closest valid key. The
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +20,8 @@ from typing import Any, Literal
 import yaml
 
 from .schema import ConfigError, describe, from_dict, option, require, to_dict
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -247,8 +251,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = copy.deepcopy(data)
+    file_method = dict(data["method"]) if isinstance(data.get("method"), dict) else {}
+    set_keys = set()
     for text in overrides:
         path, value = parse_override(text)
+        set_keys.add(".".join(path))
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -258,7 +265,28 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"override {text!r}: {part!r} is not a section")
             node = child
         node[path[-1]] = value
+    _drop_other_methods_keys(data, file_method, set_keys)
     return data
+
+
+def _drop_other_methods_keys(data: dict, file_method: dict, set_keys: set[str]) -> None:
+    """`method.name=bitfit` on a LoRA config: drop the file's method keys the new method does not have (rank, alpha...),
+    with a note on stderr; keys the new method shares stay, and keys given on the command line are still checked."""
+    from .methods import METHODS
+
+    method = data.get("method")
+    new, old = (method or {}).get("name"), file_method.get("name")
+    if "method.name" not in set_keys or new == old or new not in METHODS or not isinstance(method, dict):
+        return
+    valid = {f.name for f in dataclasses.fields(METHODS[new].Config)}
+    dropped = [k for k in file_method if k != "name" and k not in valid and f"method.{k}" not in set_keys]
+    for key in dropped:
+        del method[key]
+    if dropped:
+        logger.warning(
+            "note: method.name=%s replaces %s: dropped the config's %s (%s's own keys: lora-ft config help --method %s)",
+            new, old, ", ".join(f"method.{k}" for k in dropped), new, new,
+        )
 
 
 def read_yaml(path: str | Path) -> dict:
