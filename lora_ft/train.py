@@ -157,7 +157,7 @@ class Trainer:
         self.task = get_task(cfg.task)
         self.task.check_source(("train", "validation"))
 
-        log_with = resolve_trackers(t.report_to)  # a tracker's missing package fails here, before the model loads
+        log_with = resolve_trackers(t.report_to) or None  # a missing tracker package fails here, before the model loads
         # Without a GPU, Accelerate only forms a multi-process (gloo) group when told to use the CPU.
         distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
