@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import __version__
+from .cli_examples import add_examples
 from .errors import EXIT_USER_ERROR, UserError
 from .schema import ConfigError
 
@@ -133,6 +135,7 @@ def cmd_analyze(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora-ft", description="Reproduce the LoRA paper's experiments.")
+    parser.add_argument("--version", action="version", version=f"lora-ft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p, required=True):
@@ -203,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs=2, required=True, metavar=("RUN_A", "RUN_B"), help="two LoRA run directories")
     p.add_argument("--out", required=True, help="output directory for the heat-maps and analysis.json")
     p.set_defaults(func=cmd_analyze)
+    add_examples(parser, sub.choices)
     return parser
 
 

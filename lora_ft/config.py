@@ -10,7 +10,9 @@ bad values are errors that name the key, the file and the closest valid key. The
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +20,8 @@ from typing import Any, Literal
 import yaml
 
 from .schema import ConfigError, describe, from_dict, option, require, to_dict
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,9 +44,14 @@ class ModelConfig:
         require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
+# The task names, beside the config that selects one: the registry (lora_ft/tasks) imports TaskConfig, so config must
+# not import the registry back; tests/tasks/test_registry.py checks the two agree.
+TASK_NAMES = ("e2e", "wikisql", "mnli", "samsum")
+
+
 @dataclass
 class TaskConfig:
-    name: str = option("e2e", help="the task: e2e | wikisql | mnli | samsum")
+    name: str = option("e2e", help="the task: " + " | ".join(TASK_NAMES))
     source: Literal["auto", "hub", "local"] = option(
         "auto", help="where the data comes from: local files if any are given ('auto'), the hub, or local files only"
     )
@@ -64,6 +73,10 @@ class TaskConfig:
         for key in ("max_train_examples", "max_eval_examples"):
             value = getattr(self, key)
             require(value is None or value > 0, f"task.{key} must be positive or null, got {value}")
+
+
+# training.report_to: the trackers lora_ft/trackers.py knows, "all" of those installed, or "none".
+TrackerName = Literal["tensorboard", "wandb", "mlflow", "all", "none"]
 
 
 @dataclass
@@ -94,6 +107,11 @@ class TrainingConfig:
     eval_batch_size: int = option(16, help="batch size of the validation-loss pass")
     checkpoint_every_steps: int | None = option(None, help="also checkpoint every N steps (an epoch end always checkpoints)")
     num_workers: int = option(0, help="DataLoader worker processes")
+    report_to: list[TrackerName] | TrackerName = option(
+        ["none"],
+        help="experiment trackers, as HF Trainer's report_to: tensorboard, wandb, mlflow (each needs its extra: "
+        "pip install 'lora-ft[wandb]'), 'all' (every one installed) or 'none' (default, as HF Trainer v5)",
+    )
 
     def __post_init__(self):
         require(self.epochs >= 1, f"training.epochs must be >= 1, got {self.epochs}")
@@ -104,6 +122,12 @@ class TrainingConfig:
         require(self.warmup_steps >= 0, "training.warmup_steps must be >= 0")
         require(0.0 <= self.label_smoothing < 1.0, "training.label_smoothing must be in [0, 1)")
         require(self.max_steps is None or self.max_steps >= 1, "training.max_steps must be >= 1 or null")
+        if isinstance(self.report_to, str):  # report_to: tensorboard, as HF Trainer accepts
+            self.report_to = [self.report_to]
+        require(
+            "none" not in self.report_to or len(self.report_to) == 1,
+            f"training.report_to: 'none' cannot be combined with trackers, got {self.report_to}",
+        )
 
 
 @dataclass
@@ -233,8 +257,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = copy.deepcopy(data)
+    file_method = dict(data["method"]) if isinstance(data.get("method"), dict) else {}
+    set_keys = set()
     for text in overrides:
         path, value = parse_override(text)
+        set_keys.add(".".join(path))
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -244,7 +271,28 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"override {text!r}: {part!r} is not a section")
             node = child
         node[path[-1]] = value
+    _drop_other_methods_keys(data, file_method, set_keys)
     return data
+
+
+def _drop_other_methods_keys(data: dict, file_method: dict, set_keys: set[str]) -> None:
+    """`method.name=bitfit` on a LoRA config: drop the file's method keys the new method does not have (rank, alpha...),
+    with a note on stderr; keys the new method shares stay, and keys given on the command line are still checked."""
+    from .methods import METHODS
+
+    method = data.get("method")
+    new, old = (method or {}).get("name"), file_method.get("name")
+    if "method.name" not in set_keys or new == old or new not in METHODS or not isinstance(method, dict):
+        return
+    valid = {f.name for f in dataclasses.fields(METHODS[new].Config)}
+    dropped = [k for k in file_method if k != "name" and k not in valid and f"method.{k}" not in set_keys]
+    for key in dropped:
+        del method[key]
+    if dropped:
+        logger.warning(
+            "note: method.name=%s replaces %s: dropped the config's %s (%s's own keys: lora-ft config help --method %s)",
+            new, old, ", ".join(f"method.{k}" for k in dropped), new, new,
+        )
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -283,7 +331,6 @@ def check_config(cfg: RunConfig) -> None:
     """Checks that need more than one field but no weights and no torch: the method against the model's architecture
     (when its type can be read from a shipped or local config.json), and the task's name. Raises ConfigError."""
     from .models import UnsupportedArchitectureError, architecture_for_type, quick_model_type
-    from .tasks import TASKS as TASK_NAMES
 
     if cfg.task.name not in TASK_NAMES:
         close = difflib.get_close_matches(cfg.task.name, list(TASK_NAMES), n=1)

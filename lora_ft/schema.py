@@ -116,7 +116,8 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{where}: unknown key {key!r}{hint} (valid keys: {', '.join(names)})")
+            valid = ", ".join(names) or "none, this section takes no keys"
+            raise ConfigError(f"{where}: unknown key {key!r}{hint} (valid keys: {valid})")
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     missing = [
         f.name

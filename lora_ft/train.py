@@ -41,6 +41,7 @@ from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
 from .optim import build_optimizer, describe_optimizer
 from .tasks import get_task
+from .trackers import resolve_trackers, start_trackers
 from .errors import UserError
 from .divergence import NonFiniteWatch, TrainingDivergedError, check_trained_weights_finite, diverged_advice, gradient_norm
 from .resume import Progress, check_resume_config, continue_results, interrupted
@@ -154,7 +155,7 @@ class Trainer:
         self.task = get_task(cfg.task)
         self.task.check_source(("train", "validation"))
 
-        log_with = "tensorboard" if _has_tensorboard() else None
+        log_with = resolve_trackers(t.report_to) or None  # a missing tracker package fails here, before the model loads
         # Without a GPU, Accelerate only forms a multi-process (gloo) group when told to use the CPU.
         distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
@@ -223,7 +224,7 @@ class Trainer:
             optimizer=describe_optimizer(t),
         )
         if log_with:
-            self.accelerator.init_trackers("tensorboard")
+            start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict())
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
 
@@ -433,12 +434,6 @@ class Trainer:
     def _write_config(self) -> None:
         header = f"# Resolved config of this run. Re-run with:\n#   {self.command}\n"
         write_text_atomic(self.run_dir / CONFIG_FILE, header + self.cfg.to_yaml(), overwrite=True)
-
-
-def _has_tensorboard() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tensorboard") is not None
 
 
 def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -> Path:

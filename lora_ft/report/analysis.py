@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lora_ft.report.table import ReportError
+from lora_ft.report.runs import ReportError
 from lora_ft.results import read_results, write_bytes_atomic, write_json_atomic
 
 FactorLoader = Callable[[Path], Mapping[str, tuple[Any, Any]]]

@@ -17,16 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lora_ft.report.paper_numbers import GPT2_MODELS, TABLE3, TABLE4, TABLE18_RANK_BLEU, TASKS_TABLE3
-from lora_ft.report.table import (
-    COLUMNS,
-    PRIMARY_METRIC,
-    TASK_LABELS,
-    ConfigGroup,
-    ReportError,
-    group_runs,
-    load_runs,
-    score_cell,
-)
+from lora_ft.report.cells import COLUMNS, PRIMARY_METRIC, TASK_LABELS, score_cell
+from lora_ft.report.runs import ConfigGroup, ReportError, group_runs, load_runs
 from lora_ft.results import write_bytes_atomic
 
 FORMATS = ("png", "svg")

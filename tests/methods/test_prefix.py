@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lora_ft.generate import _cache_keyword, _returned_cache
+
 PREFIX, INFIX = 3, 2  # tiny.method_kwargs for both prefix methods
 
 
@@ -73,12 +75,13 @@ def test_kv_cache_decoding_matches_a_full_forward(tiny, family, method_name):
     prompt, continuation = prompt_with_virtual_tokens(tiny)
     full = logits(model, torch.cat([prompt, continuation], dim=1))
     with torch.no_grad():
+        keyword = _cache_keyword(model)  # as the decoder does: `cache` from transformers 5.24, else past_key_values
         out = model(prompt, use_cache=True)
         steps = [out.logits[:, -1]]
-        cache = out.cache
+        cache = _returned_cache(out)
         for t in range(continuation.shape[1]):
-            out = model(continuation[:, t : t + 1], cache=cache, use_cache=True)
-            cache = out.cache
+            out = model(continuation[:, t : t + 1], **{keyword: cache}, use_cache=True)
+            cache = _returned_cache(out)
             steps.append(out.logits[:, -1])
     n = prompt.shape[1]
     torch.testing.assert_close(torch.stack(steps, dim=1), full[:, n - 1 :], rtol=1e-4, atol=1e-5)

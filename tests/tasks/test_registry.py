@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lora_ft.config import TaskConfig
+from lora_ft.config import TASK_NAMES, TaskConfig
 from lora_ft.tasks import TASKS, get_task
 from lora_ft.tasks.base import Task, TaskDataError
 
@@ -16,6 +16,11 @@ def test_every_task_is_registered_and_complete():
         assert isinstance(task, Task) and task.name == name
         assert cls.primary_metric in cls.metric_names
         assert cls.separator_eos is (name == "e2e")
+
+
+def test_config_knows_the_registered_task_names():
+    # config.py keeps the names itself (importing the registry would be an import circle): they must agree.
+    assert tuple(TASKS) == TASK_NAMES
 
 
 def test_a_task_refuses_another_tasks_config():

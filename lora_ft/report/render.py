@@ -1,0 +1,320 @@
+"""Render table rows as markdown, LaTeX, JSON or CSV (the texts of a cell, the footnotes, each format's escaping)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from lora_ft.report.cells import COLUMNS, DEFAULT_SPLITS, LAYOUT_COLUMNS, TASK_LABELS
+from lora_ft.report.paper_numbers import GPT3_LABEL, TABLE4_FLUCTUATION, TASKS_TABLE3, TASKS_TABLE4
+from lora_ft.report.rows import Row
+from lora_ft.report.runs import Skipped, canonical_json
+
+
+def format_mean_std(mean: float, std: float | None, decimals: int, *, pm: str = "±") -> str:
+    """Compact paper style: 70.4±.1 (the ± drops its leading zero), 67.3±1.2, or 70.4 for one seed."""
+    text = f"{mean:.{decimals}f}"
+    if std is None:
+        return text
+    spread = f"{std:.{decimals}f}"
+    if spread.startswith("0.") and decimals > 0:
+        spread = spread[1:]
+    return f"{text}{pm}{spread}"
+
+
+def format_delta(delta: float, decimals: int) -> str:
+    """Signed difference; a difference that rounds to zero prints as +0.0, never -0.0."""
+    rounded = round(delta, decimals)
+    return f"{(rounded if rounded != 0 else 0.0):+.{decimals}f}"
+
+
+def format_trainable(counts: Sequence[int]) -> str:
+    """Measured counts in millions as the paper prints them (0.39M); exact below 10,000."""
+    if not counts:
+        return "?"
+    return " / ".join(f"{n / 1e6:.2f}M" if n >= 10_000 else f"{n:,}" for n in counts)
+
+
+@dataclass
+class _Cells:
+    """Plain texts of one row, shared by markdown and LaTeX (which add their own markup)."""
+
+    value: str | None  # mean±std (None if empty)
+    suffix: str  # " (n=2)" or ""
+    reason: str | None
+    best: bool
+    paper: str  # "70.4±.1 (-0.3)" or ""
+
+
+def _cell_texts(row: Row, key: str, decimals: int, pm: str) -> _Cells:
+    cell = row.cells[key]
+    mean = cell.mean
+    value = None if mean is None else format_mean_std(mean, cell.std, decimals, pm=pm)
+    suffix = f" (n={cell.n})" if mean is not None and cell.n < cell.n_runs else ""
+    paper = ""
+    if row.paper is not None and key in row.paper.row.scores:
+        ref = row.paper.row.scores[key]
+        paper = format_mean_std(ref, row.paper.row.stds.get(key), decimals, pm=pm)
+        if mean is not None:
+            paper += f" ({format_delta(mean - ref, decimals)})"
+    return _Cells(value, suffix, cell.reason, cell.best, paper)
+
+
+def _reason_text(reason: str | None, shown: set[str]) -> str:
+    """An empty cell's reason in full the first time in a row, then only its head ("failed: CUDA OOM" -> "failed")."""
+    reason = reason or ""
+    if reason in shown:
+        return reason.split(":", 1)[0]
+    shown.add(reason)
+    return reason
+
+
+def _seeds_text(row: Row, layout: str) -> str:
+    if layout == "table3":
+        return str(len(row.first.runs))
+    return " / ".join(str(len(row.groups[t].runs)) if t in row.groups else "-" for t in TASKS_TABLE4)
+
+
+def _footnotes(rows: list[Row], layout: str, epoch: str, split: str | None, skipped: list[Skipped]) -> list[str]:
+    """Plain-text notes under the table (renderers escape them)."""
+    selection = {
+        "best": "the evaluation with the best primary metric (E2E BLEU, accuracy, SAMSum ROUGE-L), as the paper did",
+        "last": "the last evaluation",
+        "best_val_loss": "the evaluation at the epoch of lowest validation loss",
+    }[epoch]
+    tasks = TASKS_TABLE3 if layout == "table3" else TASKS_TABLE4
+    splits = split or ", ".join(f"{TASK_LABELS[t]} {DEFAULT_SPLITS[t][0]}" for t in tasks)
+    notes = [
+        f"Scores: mean±sample std (ddof=1) over seeds; each seed's score from {selection}; split: {splits}.",
+        "Trainable parameters: counted on the runs themselves (results.json), not copied from the paper.",
+        f"paper (Δ): the matching row of the paper's Table {3 if layout == 'table3' else 4} and the difference ours - paper; "
+        "* marks numbers the paper took from prior work. Bold: best value per column.",
+    ]
+    if layout == "table4":
+        models = sorted({g.model_name for r in rows for g in r.groups.values()})
+        fluct = ", ".join(f"±{TABLE4_FLUCTUATION[k]} {COLUMNS[k].header}" for k in LAYOUT_COLUMNS["table4"])
+        notes.append(
+            f"Paper numbers are {GPT3_LABEL}'s; these runs used {', '.join(models) or 'other models'} "
+            f"(a different model). The paper's fluctuation: {fluct}."
+        )
+    for item in skipped:
+        notes.append(f"Left out: {item.path}: {item.reason}")
+    return notes
+
+
+def _markdown_escape(text: str) -> str:
+    return re.sub(r"([\\|*_`])", r"\\\1", text.replace("\n", " "))
+
+
+def render_markdown(rows: list[Row], layout: str, epoch: str, split: str | None, skipped: list[Skipped],
+                     decimals: Mapping[str, int]) -> str:
+    header = ["Model & Method", "# Trainable", "Seeds" if layout == "table3" else "Seeds (W / M / S)"]
+    align = ["---", "---:", "---:"]
+    for key in LAYOUT_COLUMNS[layout]:
+        header += [COLUMNS[key].header, "paper (Δ)"]
+        align += ["---:", "---:"]
+    header += ["Paper row", "Notes"]
+    align += ["---", "---"]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    for row in rows:
+        cells = [_markdown_escape(row.label), format_trainable(row.trainable), _seeds_text(row, layout)]
+        shown: set[str] = set()
+        for key in LAYOUT_COLUMNS[layout]:
+            texts = _cell_texts(row, key, decimals[key], "±")
+            if texts.value is None:
+                cells.append(_markdown_escape(_reason_text(texts.reason, shown)))
+            else:
+                cells.append((f"**{texts.value}**" if texts.best else texts.value) + texts.suffix)
+            cells.append(texts.paper)
+        cells.append(_markdown_escape(row.paper.label) if row.paper else "no matching row")
+        cells.append(_markdown_escape("; ".join(row.notes)))
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = _footnotes(rows, layout, epoch, split, skipped)
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {_markdown_escape(n)}" for n in notes) + "\n"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+}
+_LATEX_UNICODE = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": "-", "–": "--", "—": "---", "…": "..."}
+
+
+def latex_escape(text: str) -> str:
+    """Escape text for LaTeX; the result is plain ASCII (other characters are transliterated or become '?')."""
+    out = []
+    for char in text:
+        if char in _LATEX_SPECIAL:
+            out.append(_LATEX_SPECIAL[char])
+        elif char in _LATEX_UNICODE:
+            out.append(_LATEX_UNICODE[char])
+        elif ord(char) < 128:
+            out.append(char)
+        else:
+            ascii_form = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode("ascii")
+            out.append(latex_escape(ascii_form) if ascii_form else "?")
+    return "".join(out)
+
+
+def _latex_label(text: str) -> str:
+    """Escape, turning "Adapter^H" / "FT^Top2" into superscripts as the paper typesets them."""
+    parts = re.split(r"\^(\w+)", text)
+    out = []
+    for i, part in enumerate(parts):
+        out.append(latex_escape(part) if i % 2 == 0 else r"\textsuperscript{" + latex_escape(part) + "}")
+    return "".join(out)
+
+
+def render_latex(rows: list[Row], layout: str, epoch: str, split: str | None, skipped: list[Skipped],
+                  decimals: Mapping[str, int]) -> str:
+    pm = r"$\pm$"
+    keys = LAYOUT_COLUMNS[layout]
+    spec = "lrr" + "rr" * len(keys) + "ll"
+    header = ["Model \\& Method", r"\# Trainable", "Seeds" if layout == "table3" else "Seeds (W / M / S)"]
+    for key in keys:
+        header += [latex_escape(COLUMNS[key].header), r"paper ($\Delta$)"]
+    header += ["Paper row", "Notes"]
+    lines = [
+        "% Generated by lora-ft (lora_ft.report.table); needs no extra LaTeX packages.",
+        "% If it is too wide, wrap the tabular in \\resizebox{\\textwidth}{!}{...} (package graphicx).",
+        r"\begin{table}[ht]",
+        r"\centering",
+        r"\scriptsize",
+        r"\begin{tabular}{" + spec + "}",
+        r"\hline",
+        " & ".join(header) + r" \\",
+        r"\hline",
+    ]
+    for row in rows:
+        cells = [_latex_label(row.label), latex_escape(format_trainable(row.trainable)), latex_escape(_seeds_text(row, layout))]
+        shown: set[str] = set()
+        for key in keys:
+            texts = _cell_texts(row, key, decimals[key], pm)
+            if texts.value is None:
+                cells.append(latex_escape(_reason_text(texts.reason, shown)))
+            else:
+                value = r"\textbf{" + texts.value + "}" if texts.best else texts.value
+                cells.append(value + latex_escape(texts.suffix))
+            cells.append(texts.paper)
+        cells.append(_latex_label(row.paper.label) if row.paper else "no matching row")
+        cells.append(latex_escape("; ".join(row.notes)))
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\hline", r"\end{tabular}"]
+    caption = "GPT-2 on E2E (Table 3 layout)" if layout == "table3" else "WikiSQL, MNLI-m, SAMSum (Table 4 layout)"
+    lines.append(r"\caption{" + latex_escape(caption) + "}")
+    notes = _footnotes(rows, layout, epoch, split, skipped)
+    lines.append(r"\par\smallskip\raggedright " + r" \\ ".join(latex_escape(n) for n in notes))
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def _cell_record(row: Row, key: str) -> dict[str, Any]:
+    cell = row.cells[key]
+    paper = row.paper.row.scores.get(key) if row.paper else None
+    mean = cell.mean
+    return {
+        "mean": mean,
+        "std": cell.std,
+        "n": cell.n,
+        "runs": cell.n_runs,
+        "values": [
+            {"run_dir": str(s.run_dir), "seed": s.seed, "value": s.value, "epoch": s.epoch, "split": s.split}
+            for s in cell.scores
+        ],
+        "reason": cell.reason,
+        "problems": cell.problems,
+        "best": cell.best,
+        "paper": paper,
+        "paper_std": row.paper.row.stds.get(key) if row.paper else None,
+        "delta": None if paper is None or mean is None else mean - paper,
+    }
+
+
+def _row_record(row: Row, layout: str) -> dict[str, Any]:
+    return {
+        "label": row.label,
+        "model": row.first.model,
+        "method": row.first.method,
+        "trainable": row.trainable,
+        "runs": {task: [str(r.run_dir) for r in g.runs] for task, g in row.groups.items()},
+        "paper_row": row.paper.row.label if row.paper else None,
+        "paper_row_label": row.paper.label if row.paper else None,
+        "paper_from_prior_work": row.paper.row.from_prior_work if row.paper else None,
+        "paper_same_model": row.paper.same_model if row.paper else None,
+        "paper_trainable": row.paper.row.trainable_printed if row.paper else None,
+        "cells": {key: _cell_record(row, key) for key in LAYOUT_COLUMNS[layout]},
+        "notes": row.notes,
+    }
+
+
+def render_json(rows: list[Row], layout: str, epoch: str, split: str | None, skipped: list[Skipped]) -> str:
+    doc = {
+        "layout": layout,
+        "epoch": epoch,
+        "split": split,
+        "columns": [
+            {"key": k, "header": COLUMNS[k].header, "task": COLUMNS[k].task, "decimals": COLUMNS[k].decimals}
+            for k in LAYOUT_COLUMNS[layout]
+        ],
+        "rows": [_row_record(row, layout) for row in rows],
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped],
+        "footnotes": _footnotes(rows, layout, epoch, split, skipped),
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _csv_number(value: float | int | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def render_csv(rows: list[Row], layout: str) -> str:
+    keys = LAYOUT_COLUMNS[layout]
+    header = ["row", "model", "method", "trainable", "runs"]
+    for key in keys:
+        header += [f"{key}_{part}" for part in ("mean", "std", "n", "values", "reason", "best", "paper", "paper_std", "delta")]
+    header += ["paper_row", "notes"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        record = _row_record(row, layout)
+        line = [
+            row.label,
+            row.first.model,
+            canonical_json(row.first.method),
+            ";".join(str(n) for n in row.trainable),
+            ";".join(str(len(g.runs)) for g in row.groups.values()),
+        ]
+        for key in keys:
+            c = record["cells"][key]
+            line += [
+                _csv_number(c["mean"]),
+                _csv_number(c["std"]),
+                str(c["n"]),
+                ";".join(repr(v["value"]) for v in c["values"]),
+                c["reason"] or "",
+                "1" if c["best"] else "0",
+                _csv_number(c["paper"]),
+                _csv_number(c["paper_std"]),
+                _csv_number(c["delta"]),
+            ]
+        line += [record["paper_row_label"] or "", "; ".join(row.notes)]
+        writer.writerow(line)
+    return buffer.getvalue()
+

@@ -1,0 +1,163 @@
+"""Table rows: one configuration (Table 3) or one model + method + size across tasks (Table 4), labelled, scored,
+matched to the paper's row, in the paper's order, with each column's best value marked."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from lora_ft.report.cells import COLUMNS, LAYOUT_COLUMNS, TASK_LABELS, Cell, score_cell
+from lora_ft.report.paper_numbers import TASKS_TABLE3, TASKS_TABLE4, PaperMatch, match_paper_row
+from lora_ft.report.runs import ConfigGroup, canonical_json
+
+# Paper order of methods, used to order rows.
+METHOD_ORDER: dict[str, tuple[str, ...]] = {
+    "table3": ("ft", "adapter_l", "adapter_h", "ft_top", "prelayer", "preembed", "bitfit", "lora"),
+    "table4": ("ft", "ft_top", "bitfit", "preembed", "prelayer", "adapter_h", "adapter_l", "lora"),
+}
+
+
+
+def method_label(method: Mapping[str, Any]) -> str:
+    """Short method name with its size: "LoRA r=4 q,v", "Adapter^L b=6", "PreLayer l_p=10, l_i=0", "FT^Top2"."""
+    name = str(method.get("name", "?")).lower()
+    if name == "lora":
+        targets = method.get("targets")
+        where = f" {','.join(str(t) for t in targets)}" if targets else ""
+        label = f"LoRA r={method.get('rank', '?')}{where}"
+        if method.get("rank_per_target"):
+            label += " (" + ", ".join(f"r_{k}={v}" for k, v in method["rank_per_target"].items()) + ")"
+        if method.get("layers") is not None:
+            label += f" layers {','.join(str(i) for i in method['layers'])}"
+        return label
+    if name in ("adapter_h", "adapter_l"):
+        return f"Adapter^{name[-1].upper()} b={method.get('bottleneck', '?')}"
+    if name in ("prelayer", "preembed"):
+        base = "PreLayer" if name == "prelayer" else "PreEmbed"
+        return f"{base} l_p={method.get('prefix_length', '?')}, l_i={method.get('infix_length', 0)}"
+    if name == "ft_top":
+        return f"FT^Top{method.get('top_k', '?')}"
+    return {"ft": "FT", "bitfit": "BitFit"}.get(name, name)
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(obj, Mapping):
+        out: dict[str, str] = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True, default=str)}
+
+
+@dataclass
+class Row:
+    """One line of the table: a configuration (Table 3) or model+method with one configuration per task (Table 4)."""
+
+    groups: dict[str, ConfigGroup]  # task -> its configuration group
+    label: str = ""
+    cells: dict[str, Cell] = field(default_factory=dict)
+    paper: PaperMatch | None = None
+
+    @property
+    def first(self) -> ConfigGroup:
+        return next(iter(self.groups.values()))
+
+    @property
+    def trainable(self) -> list[int]:
+        return sorted({n for g in self.groups.values() for n in g.trainable_counts()})
+
+    @property
+    def notes(self) -> list[str]:
+        """Problems of seeds that are missing from cells that do have a value (empty cells show their reason)."""
+        notes: list[str] = []
+        for cell in self.cells.values():
+            if cell.scores:
+                prefix = "" if len(self.groups) <= 1 else f"{TASK_LABELS.get(cell.column.task, cell.column.task)} "
+                notes.extend(prefix + p for p in cell.problems)
+        return list(dict.fromkeys(notes))
+
+
+def _table4_rows(groups: list[ConfigGroup]) -> list[Row]:
+    """Merge configurations of different tasks into one row per model+method+size (never two of one task)."""
+    rows: list[Row] = []
+    for group in groups:
+        key = (group.model, canonical_json(group.method))
+        for row in rows:
+            if (row.first.model, canonical_json(row.first.method)) == key and group.task not in row.groups:
+                row.groups[group.task] = group
+                break
+        else:
+            rows.append(Row({group.task: group}))
+    return rows
+
+
+def _label_rows(rows: list[Row]) -> None:
+    for row in rows:
+        row.label = f"{row.first.model_name} ({method_label(row.first.method)})"
+    by_label: dict[str, list[Row]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        # Per row: config values shared by all its groups (task-specific keys excluded).
+        values: list[dict[str, str]] = []
+        for row in same:
+            flats = [_flatten({k: v for k, v in g.identity.items() if k != "task"}) for g in row.groups.values()]
+            values.append({k: v for k, v in flats[0].items() if all(f.get(k) == v for f in flats[1:])})
+        keys = sorted(set().union(*values))
+        differing = [k for k in keys if len({vals.get(k) for vals in values}) > 1]
+        for index, (row, vals) in enumerate(zip(same, values, strict=True)):
+            parts = [f"{k}={vals[k]}" for k in differing if k in vals]
+            row.label += f" [{', '.join(parts)}]" if parts else f" [#{index + 1}]"
+
+
+def build_rows(
+    groups: list[ConfigGroup], layout: str, *, epoch: str = "best", split: str | None = None
+) -> list[Row]:
+    """Rows of ``layout`` ("table3" / "table4") with their cells scored, paper rows matched, and best cells marked."""
+    if layout == "table3":
+        rows = [Row({g.task: g}) for g in groups if g.task in TASKS_TABLE3]
+    else:
+        rows = _table4_rows([g for g in groups if g.task in TASKS_TABLE4])
+    for row in rows:
+        for key in LAYOUT_COLUMNS[layout]:
+            column = COLUMNS[key]
+            row.cells[key] = score_cell(row.groups.get(column.task), column, epoch=epoch, split=split)
+        trainable = row.trainable
+        row.paper = match_paper_row(row.first.identity, trainable[0] if len(trainable) == 1 else None)
+    order = METHOD_ORDER[layout]
+    model_rank = {"gpt2-medium": 0, "gpt2-large": 1}
+
+    def sort_key(row: Row) -> tuple:
+        method = str(row.first.method.get("name", ""))
+        trainable = row.trainable
+        return (
+            model_rank.get(row.first.model, 2),
+            row.first.model,
+            order.index(method) if method in order else len(order),
+            statistics.fmean(trainable) if trainable else math.inf,
+            canonical_json(row.first.method),
+        )
+
+    rows.sort(key=sort_key)
+    _label_rows(rows)
+    return rows
+
+
+def _rounded(value: float, decimals: int) -> float:
+    return round(value, decimals)
+
+
+def mark_best(rows: list[Row], decimals: Mapping[str, int]) -> None:
+    for key in decimals:
+        means = [(row.cells[key], row.cells[key].mean) for row in rows if row.cells[key].mean is not None]
+        if len(means) < 2:
+            continue
+        top = max(_rounded(m, decimals[key]) for _, m in means)
+        for cell, m in means:
+            cell.best = _rounded(m, decimals[key]) == top
+

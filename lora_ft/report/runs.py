@@ -1,0 +1,132 @@
+"""Run directories for the reports: find and read them, and group their seeds into configurations.
+
+A configuration is a resolved config without what differs between its seeds (``training.seed``, the ``output`` and
+``sweep`` sections); the rules of the table built from them are in :mod:`lora_ft.report.table`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from lora_ft.errors import UserError
+from lora_ft.report.paper_numbers import GPT2_MODELS, model_key
+from lora_ft.results import RESULTS_FILENAME, ResultsError, RunResults, read_results
+
+
+class ReportError(UserError, ValueError):
+    """The runs given cannot make the requested table, plot or analysis (the message says why and what to do)."""
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    results: RunResults
+
+    @property
+    def task(self) -> str:
+        return str((self.results.config.get("task") or {}).get("name", "")).lower()
+
+    @property
+    def seed_label(self) -> str:
+        seed = self.results.seed
+        if seed is None:
+            seed = (self.results.config.get("training") or {}).get("seed")
+        return f"seed {seed}" if seed is not None else self.run_dir.name
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skipped]]:
+    """Run directories under ``paths``: a path holding ``results.json`` is one; any other folder is searched."""
+    found: list[Path] = []
+    skipped: list[Skipped] = []
+    for raw in paths:
+        path = Path(raw)
+        if (path / RESULTS_FILENAME).is_file():
+            found.append(path)
+        elif path.is_dir():
+            below = sorted(p.parent for p in path.rglob(RESULTS_FILENAME))
+            if below:
+                found.extend(below)
+            else:
+                skipped.append(Skipped(path, f"no {RESULTS_FILENAME} in it or below it"))
+        else:
+            skipped.append(Skipped(path, "does not exist" if not path.exists() else "not a directory"))
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique, skipped
+
+
+def load_runs(paths: Iterable[str | Path]) -> tuple[list[LoadedRun], list[Skipped]]:
+    """Read every run under ``paths``; unreadable ones are returned as :class:`Skipped` with the reason."""
+    run_dirs, skipped = find_run_dirs(paths)
+    loaded: list[LoadedRun] = []
+    for run_dir in run_dirs:
+        try:
+            loaded.append(LoadedRun(run_dir, read_results(run_dir)))
+        except ResultsError as exc:
+            skipped.append(Skipped(run_dir, str(exc)))
+    return loaded, skipped
+
+
+def config_identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config without what differs between seeds of one configuration (seed, output section, sweep)."""
+    identity = copy.deepcopy(dict(config))
+    identity.pop("output", None)
+    identity.pop("sweep", None)
+    training = identity.get("training")
+    if isinstance(training, dict):
+        training.pop("seed", None)
+    return identity
+
+
+
+def canonical_json(obj: Any) -> str:
+    """One text per value, whatever the key order: the identity of a config (section) when grouping and sorting."""
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+@dataclass
+class ConfigGroup:
+    """Runs of one configuration (its seeds)."""
+
+    identity: dict[str, Any]
+    runs: list[LoadedRun] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return str((self.identity.get("task") or {}).get("name", "")).lower()
+
+    @property
+    def model(self) -> str:
+        return model_key((self.identity.get("model") or {}).get("name_or_path", ""))
+
+    @property
+    def model_name(self) -> str:
+        """The model as a reader knows it: "GPT-2 M" for gpt2-medium, else the name without folders ("SmolLM2-135M")."""
+        raw = str((self.identity.get("model") or {}).get("name_or_path", ""))
+        short = Path(raw.rstrip("/\\")).name
+        return GPT2_MODELS.get(self.model, short[:-5] if short.lower().endswith(".gguf") else short) or "?"
+
+    @property
+    def method(self) -> dict[str, Any]:
+        return dict(self.identity.get("method") or {})
+
+    def trainable_counts(self) -> list[int]:
+        return sorted({r.results.parameters.trainable for r in self.runs if r.results.parameters is not None})
+
+
+def group_runs(runs: Sequence[LoadedRun]) -> list[ConfigGroup]:
+    """Group runs by :func:`config_identity`, in order of first appearance."""
+    groups: dict[str, ConfigGroup] = {}
+    for run in runs:
+        identity = config_identity(run.results.config)
+        groups.setdefault(canonical_json(identity), ConfigGroup(identity)).runs.append(run)
+    return list(groups.values())
