@@ -36,24 +36,35 @@ def architecture_for(config_or_model) -> Architecture:
 
 __all__ = [
     "ARCHITECTURES", "Architecture", "WeightLocation", "WEIGHT_NAMES", "WEIGHT_ALIASES",
-    "UnsupportedArchitectureError", "architecture_for",
+    "UnsupportedArchitectureError", "architecture_for", "architecture_for_type", "quick_model_config", "quick_model_type",
 ]
 
 
-def quick_model_type(name_or_path: str, config_overrides: dict | None = None) -> str | None:
-    """The `model_type` when it can be read without importing transformers (shipped shapes, a local config.json);
-    None when only loading can tell (a hub id not shipped, a GGUF file). Keeps config validation fast."""
-    import json
+def quick_model_config(name_or_path: str) -> dict | None:
+    """The model's config.json as a mapping when it can be read without importing transformers (shipped shapes, a
+    local folder, the GGUF alias's cache, or at least the alias's model type); None when only loading can tell (a hub
+    id not shipped, another GGUF file). Keeps config validation fast. A damaged config.json is a ModelLoadError."""
     from pathlib import Path
 
-    from .loading_paths import SHAPES_DIR, SHIPPED_SHAPES
+    from .loading_paths import (
+        SHAPES_DIR, SHIPPED_SHAPES, SMOLLM2_ALIAS, SMOLLM2_FILE, SMOLLM2_MODEL_TYPE, gguf_cache_dir, read_config_json,
+    )
 
     if name_or_path in SHIPPED_SHAPES:
-        return json.loads((SHAPES_DIR / SHIPPED_SHAPES[name_or_path]).read_text())["model_type"]
-    config_file = Path(name_or_path).expanduser() / "config.json"
-    if config_file.is_file():
-        return json.loads(config_file.read_text()).get("model_type")
-    return None
+        config_file = SHAPES_DIR / SHIPPED_SHAPES[name_or_path]
+    elif name_or_path == SMOLLM2_ALIAS:
+        config_file = gguf_cache_dir(SMOLLM2_FILE) / "config.json"
+        if not config_file.is_file():
+            return {"model_type": SMOLLM2_MODEL_TYPE}
+    else:
+        config_file = Path(name_or_path).expanduser() / "config.json"
+    return read_config_json(config_file) if config_file.is_file() else None
+
+
+def quick_model_type(name_or_path: str) -> str | None:
+    """The `model_type` when it can be read without importing transformers (see `quick_model_config`)."""
+    config = quick_model_config(name_or_path)
+    return config.get("model_type") if config else None
 
 
 def architecture_for_type(model_type: str) -> Architecture:
