@@ -165,15 +165,24 @@ def _offline_error(what: str, source: ModelSource, exc: Exception, offline: bool
     )
 
 
-def _load_or_explain(what: str, source: ModelSource, load, errors: tuple[type[Exception], ...] = (OSError, ValueError)):
+def _load_or_explain(
+    what: str, source: ModelSource, load, errors: tuple[type[Exception], ...] = (OSError, ValueError),
+    key: str = "model.name_or_path",
+):
     """`load(**kwargs)` (a `from_pretrained`); a hub id the hub cannot give becomes the message that says how to use
-    local files. When the hub cannot be reached at all, only the local hub cache is tried: no 25 s of retries."""
+    local files. When the hub cannot be reached at all, only the local hub cache is tried: no 25 s of retries.
+    A local folder transformers cannot read (an unknown model type, a tokenizer config without its vocabulary, no
+    weights file) is one line naming `key` and the folder."""
     offline = source.kind == "hub" and not hub_reachable()
     try:
         return load(local_files_only=True) if offline else load()
     except errors as exc:
         if source.kind == "hub":
             raise _offline_error(what, source, exc, offline) from exc
+        if source.kind == "dir":
+            reason = " ".join(str(exc).split())  # transformers' messages span several lines
+            hint = f"; {TOKENIZER_HINT}" if what == "tokenizer" else ""
+            raise ModelLoadError(f"{key}: could not load the {what} from the folder {source.path}: {reason}{hint}") from exc
         raise
 
 
@@ -250,14 +259,15 @@ def load_tokenizer(cfg: ModelConfig):
         if source.kind == "gguf":
             source = _read_gguf(source, lambda: _cached_gguf(source))
     tokenizer = _load_or_explain(
-        "tokenizer", source, lambda **kw: AutoTokenizer.from_pretrained(source.path, **source.kwargs(), **kw)
+        "tokenizer", source, lambda **kw: AutoTokenizer.from_pretrained(source.path, **source.kwargs(), **kw), key=key
     )
     # Second guard, whatever the files looked like: a degenerate tokenizer turns every text into [] and a run into
     # EOS-only training and empty outputs, with no error anywhere.
-    if len(tokenizer) < MIN_TOKENIZER_VOCAB or not tokenizer.encode("a test", add_special_tokens=False):
+    ids = tokenizer.encode("a test", add_special_tokens=False)
+    if len(tokenizer) < MIN_TOKENIZER_VOCAB or not ids:
         raise ModelLoadError(
-            f"{key}: the tokenizer loaded from {name} is empty ({len(tokenizer)} entries; it encodes text to no tokens); "
-            f"{TOKENIZER_HINT}"
+            f"{key}: the tokenizer loaded from {name} is degenerate ({len(tokenizer)} entries; 'a test' encodes to "
+            f"{ids}); {TOKENIZER_HINT}"
         )
     if tokenizer.eos_token_id is None and "<|endoftext|>" in tokenizer.get_vocab():
         tokenizer.eos_token = "<|endoftext|>"  # a bare GPT-2 tokenizer.json carries no special-token roles
