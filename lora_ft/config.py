@@ -297,6 +297,10 @@ def config_help(method: str | None = None) -> str:
     """Every key with its type, default and help text."""
     from .methods import METHODS
 
+    if method is not None and method not in METHODS:
+        close = difflib.get_close_matches(method, list(METHODS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"--method {method!r} is not a method{hint} (known: {', '.join(METHODS)})")
     lines = []
     for name, cls in SECTIONS.items():
         lines.extend(describe(cls, f"{name}."))

