@@ -136,7 +136,9 @@ def _cached_gguf(source: ModelSource) -> ModelSource:
         # The copy below initialises random weights first: without fork_rng, a seeded run that happens to fill the
         # cache would draw its LoRA init (and dropout) from another RNG state than the same run with the cache full.
         with torch.random.fork_rng(devices=[]):
-            dequantised = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **kwargs)
+            dequantised = _read_gguf(
+                source, lambda: AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, **kwargs)
+            )
             # transformers marks a GGUF-loaded model as quantized and refuses to save it: copy into a plain model.
             config = dequantised.config
             if hasattr(config, "quantization_config"):
@@ -144,7 +146,7 @@ def _cached_gguf(source: ModelSource) -> ModelSource:
             plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             plain.load_state_dict(dequantised.state_dict())
         plain.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(source.path, **kwargs).save_pretrained(tmp)
+        _read_gguf(source, lambda: AutoTokenizer.from_pretrained(source.path, **kwargs)).save_pretrained(tmp)
         try:
             tmp.rename(cache)  # atomic: a concurrent process either sees the whole cache or none
         except OSError:
@@ -230,7 +232,7 @@ def load_model(cfg: ModelConfig):
         return build_model(cfg, config)
     source = resolve_source(cfg.name_or_path)
     if source.kind == "gguf":
-        source = _read_gguf(source, lambda: _cached_gguf(source))
+        source = _cached_gguf(source)
     if source.kind == "dir":
         for weights in sorted(Path(source.path).glob("*.safetensors")):
             check_safetensors(weights)
@@ -257,7 +259,7 @@ def load_tokenizer(cfg: ModelConfig):
     else:
         source = resolve_source(name)
         if source.kind == "gguf":
-            source = _read_gguf(source, lambda: _cached_gguf(source))
+            source = _cached_gguf(source)
     tokenizer = _load_or_explain(
         "tokenizer", source, lambda **kw: AutoTokenizer.from_pretrained(source.path, **source.kwargs(), **kw), key=key
     )
