@@ -97,6 +97,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_table(args) -> int:
+    if args.out:  # checked before the runs are read: a mistyped --out must not cost the table's work
+        out = Path(args.out)
+        if out.is_dir():
+            raise UserError(f"table --out {out} is a directory; give a file path, e.g. {out / 'table.md'}")
+        if out.exists() and not args.overwrite:
+            raise UserError(f"table --out {out} already exists; choose another file, or pass --overwrite to replace it")
     from .report.table import build_table
 
     text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch)
@@ -117,7 +123,14 @@ def cmd_sweep(args) -> int:
                              accelerate=args.accelerate)
 
 
+def _check_out_dir(command: str, out: str) -> None:
+    """An output folder that exists as a file is refused before any work (mkdir would fail after it)."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"{command} --out {out} is a file; --out names a folder (it is created if missing)")
+
+
 def cmd_plot(args) -> int:
+    _check_out_dir("plot", args.out)
     from .report.plot import plot_command
 
     for path in plot_command([Path(r) for r in args.runs], Path(args.out), kind=args.kind):
@@ -126,6 +139,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_analyze(args) -> int:
+    _check_out_dir("analyze", args.out)
     from .report.analysis import analyze_runs
 
     for path in analyze_runs(Path(args.runs[0]), Path(args.runs[1]), Path(args.out)):
@@ -133,8 +147,26 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line like every other user error (exit 2, as argparse's own)."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("lora-ft").strip()  # "eval" for `lora-ft eval`'s parser
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USER_ERROR, f"lora-ft: error: {where}{message} (see {self.prog} --help)\n")
+
+
+def epochs_choice(text: str) -> str:
+    """--epochs: last | best | all | N >= 1 (epoch 0, the untrained base model, is --base)."""
+    if text in ("last", "best", "all") or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not last, best, all or an epoch number >= 1 (the untrained base model: --base)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora-ft", description="Reproduce the LoRA paper's experiments.")
+    parser = _Parser(prog="lora-ft", description="Reproduce the LoRA paper's experiments.")
     parser.add_argument("--version", action="version", version=f"lora-ft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -150,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="decode and score a run, or score prediction files")
     p.add_argument("--run", help="run directory to decode and score")
     p.add_argument("--split", help="validation | test (default: decoding.split)")
-    p.add_argument("--epochs", default="last", help="last (final weights) | best (lowest validation loss) | all | N")
+    p.add_argument("--epochs", default="last", type=epochs_choice,
+                   help="last (final weights) | best (lowest validation loss) | all | N")
     p.add_argument("--base", action="store_true", help="score the untrained base model of the run's config (epoch 0)")
     p.add_argument("--task", help="score files without a model: the task whose metrics to use (e2e, samsum, ...)")
     p.add_argument("--predictions", help="one prediction per line")
@@ -211,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The one place that turns a user's mistake into one line and exit code 2. Every module raises its own subclass
+    of `UserError` (lora_ft/errors.py) where the mistake is found, with a message naming the file or key and the fix;
+    anything else is a bug and keeps its traceback (exit 1)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import difflib
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,9 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = option("float32", help="dtype of the base model's weights")
 
     def __post_init__(self):
+        require(self.name_or_path.strip() != "", "model.name_or_path is empty: give a hub id, a folder or a .gguf file")
+        require(self.tokenizer is None or self.tokenizer.strip() != "",
+                "model.tokenizer is empty: give a folder or hub id, or null for the model's own")
         require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
@@ -128,6 +132,18 @@ class TrainingConfig:
             "none" not in self.report_to or len(self.report_to) == 1,
             f"training.report_to: 'none' cannot be combined with trackers, got {self.report_to}",
         )
+        require(self.weight_decay >= 0, f"training.weight_decay must be >= 0, got {self.weight_decay}")
+        require(all(0.0 <= b < 1.0 for b in self.adam_betas), f"training.adam_betas must be in [0, 1), got {self.adam_betas}")
+        require(self.adam_epsilon > 0, f"training.adam_epsilon must be positive, got {self.adam_epsilon}")
+        require(self.warmup_tokens is None or self.warmup_tokens >= 0, "training.warmup_tokens must be >= 0 or null")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0,
+                f"training.max_grad_norm must be positive or null (no clipping), got {self.max_grad_norm}")
+        require(self.log_every_steps >= 1, f"training.log_every_steps must be >= 1, got {self.log_every_steps}")
+        require(self.eval_batch_size >= 1, f"training.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        require(self.checkpoint_every_steps is None or self.checkpoint_every_steps >= 1,
+                f"training.checkpoint_every_steps must be >= 1, or null for epoch checkpoints only; "
+                f"got {self.checkpoint_every_steps}")
+        require(self.num_workers >= 0, f"training.num_workers must be >= 0, got {self.num_workers}")
 
 
 @dataclass
@@ -145,6 +161,7 @@ class DecodingConfig:
         require(self.max_new_tokens >= 1, "decoding.max_new_tokens must be >= 1")
         require(self.no_repeat_ngram_size >= 0, "decoding.no_repeat_ngram_size must be >= 0")
         require(self.batch_size >= 1, "decoding.batch_size must be >= 1")
+        require(math.isfinite(self.length_penalty), f"decoding.length_penalty must be a finite number, got {self.length_penalty}")
 
 
 @dataclass
@@ -152,6 +169,12 @@ class OutputConfig:
     dir: str = option(help="the run directory: config, trained weights, checkpoints, results.json, log")
     overwrite: bool = option(False, help="allow training into a non-empty run directory (its checkpoints are replaced)")
     keep_checkpoints: int | None = option(None, help="keep only the last N epoch checkpoints (null: keep all)")
+
+    def __post_init__(self):
+        # An empty dir would put the run's files (and a later overwrite's deletions) in the working directory.
+        require(self.dir.strip() != "", "output.dir is empty: name the run directory, e.g. output.dir=runs/my_run")
+        require(self.keep_checkpoints is None or self.keep_checkpoints >= 1,
+                f"output.keep_checkpoints must be >= 1 (--resume needs one), or null to keep all; got {self.keep_checkpoints}")
 
 
 @dataclass
@@ -295,14 +318,26 @@ def _drop_other_methods_keys(data: dict, file_method: dict, set_keys: set[str]) 
         )
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report (with a source excerpt and a caret) as one line: 'line L, column C: problem'."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = " ".join(p for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give the YAML file inside it")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     return data or {}
 
 
@@ -316,6 +351,10 @@ def config_help(method: str | None = None) -> str:
     """Every key with its type, default and help text."""
     from .methods import METHODS
 
+    if method is not None and method not in METHODS:
+        close = difflib.get_close_matches(method, list(METHODS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"--method {method!r} is not a method{hint} (known: {', '.join(METHODS)})")
     lines = []
     for name, cls in SECTIONS.items():
         lines.extend(describe(cls, f"{name}."))
@@ -328,19 +367,31 @@ def config_help(method: str | None = None) -> str:
 
 
 def check_config(cfg: RunConfig) -> None:
-    """Checks that need more than one field but no weights and no torch: the method against the model's architecture
-    (when its type can be read from a shipped or local config.json), and the task's name. Raises ConfigError."""
-    from .models import UnsupportedArchitectureError, architecture_for_type, quick_model_type
+    """Checks that need more than one field but no weights and no torch: the task's name, that the tokenizer's folder
+    holds one, and, when the model's config.json can be read (shipped shapes, a local folder, the GGUF alias),
+    `model.config_overrides` and the method against that model (BitFit on a bias-free model, LoRA layers beyond the
+    last block). Raises ConfigError or ModelLoadError (both UserErrors) naming the key; `config validate`, `params`
+    and `train` all run it, in milliseconds."""
+    from .models import architecture_for_type, quick_model_config
+    from .models.loading_paths import ModelLoadError, tokenizer_source_problem
+    from .models.overrides import check_overrides, check_shape
 
     if cfg.task.name not in TASK_NAMES:
         close = difflib.get_close_matches(cfg.task.name, list(TASK_NAMES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"{cfg.source}: task.name {cfg.task.name!r} is unknown{hint} (known: {', '.join(TASK_NAMES)})")
-    model_type = quick_model_type(cfg.model.name_or_path)
-    if model_type is None:
+    problem = tokenizer_source_problem(cfg.model.tokenizer, cfg.model.name_or_path)
+    if problem:
+        raise ModelLoadError(problem)
+    model_config = quick_model_config(cfg.model.name_or_path)
+    if model_config is None or "model_type" not in model_config:
         return
+    arch = architecture_for_type(model_config["model_type"])
+    overrides = cfg.model.config_overrides
     try:
-        arch = architecture_for_type(model_type)
-        cfg.method.config.check_architecture(arch)
-    except (UnsupportedArchitectureError, ValueError) as exc:
-        raise ConfigError(f"{cfg.source}: method: {exc}") from None
+        check_overrides(model_config, overrides)
+        model_config = {**model_config, **overrides}
+        check_shape(arch, model_config, overrides)
+        cfg.method.config.check_architecture(arch, model_config)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.source}: {exc}") from None

@@ -23,6 +23,7 @@ from .config import RunConfig, load_config
 from .data import VirtualTokens, encode_prompt
 from .generate import BeamSearchConfig, beam_search, decode_completion
 from .models.loading import load_model, load_tokenizer
+from .schema import ConfigError
 from .results import Evaluation, ResultsError, read_results, record_evaluation, write_text_atomic
 from .tasks import get_task
 from .train import CHECKPOINTS_DIR, CONFIG_FILE, virtual_tokens_for
@@ -56,10 +57,17 @@ def resolve_epochs(run_dir: Path, which: str) -> list[int | None]:
     results = read_results(run_dir)
     if which == "best":
         if results.best_epoch is None:
-            raise ValueError(f"{run_dir}: no epoch has a validation loss yet, so there is no best epoch")
+            raise ResultsError(
+                f"--epochs best: {run_dir} has no epoch with a validation loss, so there is no best epoch; "
+                "use --epochs last, or train until an epoch ends"
+            )
         return [results.best_epoch]
     if which == "all":
+        if not results.epochs:
+            raise ResultsError(f"--epochs all: {run_dir} has no finished epoch yet; use --epochs last")
         return [e.epoch for e in results.epochs]
+    if not which.isdigit() or int(which) < 1:
+        raise ConfigError(f"--epochs {which!r}: expected last, best, all or an epoch number >= 1")
     return [int(which)]
 
 

@@ -46,6 +46,7 @@ from .errors import UserError
 from .divergence import NonFiniteWatch, TrainingDivergedError, check_trained_weights_finite, diverged_advice, gradient_norm
 from .resume import Progress, check_resume_config, continue_results, interrupted
 from .stop_points import stop_point
+from .schema import ConfigError
 
 logger = logging.getLogger("lora_ft.train")
 
@@ -65,6 +66,8 @@ def run_dir_of(cfg: RunConfig) -> Path:
 
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Never lose a user's checkpoints or results silently: refuse a used directory unless told what to do."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirectoryError(f"output.dir {run_dir} is a file, not a directory; name a directory for the run")
     used = any((run_dir / name).exists() for name in ("results.json", CHECKPOINTS_DIR, TRAINED_FILE))
     if resume:
         if not (run_dir / CHECKPOINTS_DIR).is_dir():
@@ -167,7 +170,7 @@ class Trainer:
             project_dir=str(self.run_dir),
         )
         if t.batch_size % self.accelerator.num_processes:
-            raise ValueError(
+            raise ConfigError(
                 f"training.batch_size {t.batch_size} is the global batch and must divide evenly over "
                 f"{self.accelerator.num_processes} processes"
             )

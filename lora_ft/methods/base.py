@@ -32,8 +32,8 @@ class Method(ABC):
         """Freeze `model` and add or unfreeze exactly this method's trainable parameters, in place."""
 
     def check(self, model_config, arch: Architecture) -> None:
-        """Pre-flight against the model's config (before any weights load); raise ValueError if impossible."""
-        self.config.check_architecture(arch)
+        """Pre-flight against the model's config (before any weights load); raise ConfigError if impossible."""
+        self.config.check_architecture(arch, model_config)
 
     def virtual_token_counts(self) -> tuple[int, int]:
         """(prefix, infix) slots this method needs in every input; prefix methods override."""

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..models import Architecture
 from .base import Method, freeze
+from ..schema import ConfigError
 from .configs import BitFitConfig
 
 
@@ -18,8 +19,8 @@ class BitFit(Method):
     def apply(self, model: nn.Module, arch: Architecture) -> None:
         freeze(model)
         biases = [p for name, p in model.named_parameters() if name.endswith(".bias")]
-        if not biases:
-            raise ValueError(f"BitFit trains bias vectors, and this {arch.name} model has none; choose another method")
+        if not biases:  # pre-flight (BitFitConfig.check_architecture) refuses this before any weights load
+            raise ConfigError(f"method.name: bitfit needs bias vectors, and this {arch.name} model has none; choose another method")
         for p in biases:
             p.requires_grad_(True)
 

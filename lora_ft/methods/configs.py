@@ -2,7 +2,8 @@
 
 Kept apart from the implementations (which import torch) so that validating a config takes milliseconds:
 `lora-ft config validate` and the pre-flight of `lora-ft train` never import torch.
-`check_architecture` holds the checks that need only the architecture facts (lora_ft/models), not weights.
+`check_architecture` holds the checks that need only the architecture facts (lora_ft/models) and the model's config
+(a transformers config, or its config.json mapping when `config validate` reads it without transformers), not weights.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..models.architecture import Architecture
-from ..schema import option, require
+from ..schema import ConfigError, option, require
 
 
 @dataclass
 class MethodConfig:
     """Base of every method's config section; subclasses add their own fields (each with help text)."""
 
-    def check_architecture(self, arch: Architecture) -> None:
-        """Raise ValueError if this config cannot apply to models of `arch` (e.g. a weight the family lacks)."""
+    def check_architecture(self, arch: Architecture, model_config=None) -> None:
+        """Raise ConfigError if this config cannot apply to models of `arch` (e.g. a weight the family lacks), or to
+        the model of `model_config` when given (e.g. more blocks than it has)."""
 
 
 @dataclass
@@ -53,21 +55,27 @@ class LoraConfig(MethodConfig):
         """Module path inside a block -> the logical weights adapted in it (several for a fused projection)."""
         weights = arch.resolve_weights(self.targets)
         for unknown in set(self.rank_per_target) - set(weights):
-            raise ValueError(f"method.rank_per_target names {unknown!r}, which is not among method.targets {weights}")
+            raise ConfigError(f"method.rank_per_target names {unknown!r}, which is not among method.targets {weights}")
         groups: dict[str, list[str]] = {}
         for name in weights:
             groups.setdefault(arch.weights[name].module, []).append(name)
         for module, names in groups.items():
             ranks = sorted({self.rank_of(n) for n in names})
             if len(ranks) > 1:
-                raise ValueError(
+                raise ConfigError(
                     f"{', '.join(names)} live in one fused projection ({arch.name} '{module}') and must share one rank; "
                     f"method.rank_per_target gives them {ranks}"
                 )
         return groups
 
-    def check_architecture(self, arch: Architecture) -> None:
+    def check_architecture(self, arch: Architecture, model_config=None) -> None:
         self.plan(arch)
+        num_layers = arch.num_layers(model_config) if model_config is not None else None
+        for layer in self.layers or []:
+            if num_layers is not None and not 0 <= layer < num_layers:
+                raise ConfigError(
+                    f"method.layers contains {layer}, but the model has {num_layers} blocks (0..{num_layers - 1})"
+                )
 
 
 @dataclass
@@ -92,7 +100,12 @@ class PrefixConfig(MethodConfig):
 
 @dataclass
 class BitFitConfig(MethodConfig):
-    pass
+    def check_architecture(self, arch: Architecture, model_config=None) -> None:
+        if model_config is not None and not arch.has_bias_vectors(model_config):
+            models = f"{arch.name} models (e.g. {arch.examples})" if arch.examples else f"{arch.name} models"
+            raise ConfigError(
+                f"method.name: bitfit needs bias vectors: {models} have none; choose another method (e.g. lora)"
+            )
 
 
 @dataclass
@@ -106,3 +119,8 @@ class TopKConfig(MethodConfig):
 
     def __post_init__(self):
         require(self.top_k >= 1, f"method.top_k must be a positive integer, got {self.top_k}")
+
+    def check_architecture(self, arch: Architecture, model_config=None) -> None:
+        layers = arch.num_layers(model_config) if model_config is not None else None
+        if layers is not None and self.top_k > layers:
+            raise ConfigError(f"method.top_k is {self.top_k} but the model has only {layers} blocks")

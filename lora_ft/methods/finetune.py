@@ -30,11 +30,6 @@ class TopKFT(FullFT):
     label = "FT^Top"
     Config = TopKConfig
 
-    def check(self, model_config, arch: Architecture) -> None:
-        layers = getattr(model_config, "num_hidden_layers", None)
-        if layers is not None and self.config.top_k > layers:
-            raise ValueError(f"method.top_k is {self.config.top_k} but the model has only {layers} blocks")
-
     def apply(self, model: nn.Module, arch: Architecture) -> None:
         freeze(model)
         for block in arch.block_list(model)[-self.config.top_k :]:

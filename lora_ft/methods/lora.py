@@ -127,13 +127,6 @@ class LoRA(Method):
     Config = LoraConfig
     mergeable = True
 
-    def check(self, model_config, arch: Architecture) -> None:
-        self.config.plan(arch)
-        num_layers = len(range(getattr(model_config, "num_hidden_layers", 10**9)))
-        for layer in self.config.layers or []:
-            if not 0 <= layer < num_layers:
-                raise ValueError(f"method.layers contains {layer}, but the model has {num_layers} blocks (0..{num_layers - 1})")
-
     def apply(self, model: nn.Module, arch: Architecture) -> None:
         freeze(model)
         groups = self.config.plan(arch)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from ..schema import ConfigError
+
 if TYPE_CHECKING:  # torch is imported lazily: config validation must stay fast (no torch import)
     import torch
     from torch import nn
@@ -64,6 +66,12 @@ class Architecture:
     dropout_keys: tuple[str, ...] = ()  # config attributes holding attention/residual/embedding dropout
     num_heads_key: str = "num_attention_heads"
     hidden_size_key: str = "hidden_size"
+    num_layers_key: str = "num_hidden_layers"
+    # Bias vectors (all BitFit trains). Empty: every model of the family has them (LayerNorm biases at least).
+    # Otherwise they exist only where one of these config switches is true; the value is the switch's default.
+    bias_switches: dict[str, bool] = field(default_factory=dict)
+    biased_model_types: tuple[str, ...] = ()  # model types with biases whatever the switches say (Qwen2's q, k, v)
+    examples: str = ""  # well-known models of the family, for messages
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -77,8 +85,8 @@ class Architecture:
             expanded = [n for n in WEIGHT_ALIASES.get(name, (name,)) if n in self.weights or name not in WEIGHT_ALIASES]
             for n in expanded:
                 if n not in self.weights:
-                    raise ValueError(
-                        f"target weight {n!r} does not exist in {self.name} models "
+                    raise ConfigError(
+                        f"method.targets: weight {n!r} does not exist in {self.name} models "
                         f"(this family has: {', '.join(self.weights)}; aliases: attn, mlp)"
                     )
                 if n not in resolved:
@@ -90,3 +98,20 @@ class Architecture:
 
     def hidden_size(self, config) -> int:
         return getattr(config, self.hidden_size_key)
+
+    def num_layers(self, config) -> int | None:
+        """Blocks in a model of `config` (a transformers config or its config.json mapping); None if not stated."""
+        return config_value(config, self.num_layers_key)
+
+    def has_bias_vectors(self, config) -> bool:
+        """Whether a model of `config` (a transformers config or its config.json mapping) has any bias vector."""
+        if not self.bias_switches or config_value(config, "model_type") in self.biased_model_types:
+            return True
+        return any(bool(config_value(config, key, default)) for key, default in self.bias_switches.items())
+
+
+def config_value(config, key: str, default=None):
+    """`key` of a transformers config object or of its config.json mapping (quick checks read the JSON)."""
+    if isinstance(config, dict):
+        return config.get(key, default)
+    return getattr(config, key, default)

@@ -22,4 +22,6 @@ GPT2 = Architecture(
     dropout_keys=("attn_pdrop", "resid_pdrop", "embd_pdrop"),
     num_heads_key="n_head",
     hidden_size_key="n_embd",
+    num_layers_key="n_layer",
+    examples="GPT-2",
 )

@@ -20,4 +20,8 @@ LLAMA = Architecture(
     attention_output="self_attn.o_proj",
     mlp_output="mlp.down_proj",
     dropout_keys=("attention_dropout",),
+    # RMSNorm has no bias; q/k/v/o and the MLP have one only when switched on (Qwen2 always biases q, k, v).
+    bias_switches={"attention_bias": False, "mlp_bias": False},
+    biased_model_types=("qwen2",),
+    examples="SmolLM2, Llama, Mistral",
 )

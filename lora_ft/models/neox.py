@@ -20,4 +20,5 @@ NEOX = Architecture(
     attention_output="attention.dense",
     mlp_output="mlp.dense_4h_to_h",
     dropout_keys=("attention_dropout", "hidden_dropout"),
+    examples="Pythia",
 )

@@ -19,4 +19,6 @@ OPT = Architecture(
     attention_output="self_attn.out_proj",
     mlp_output="fc2",
     dropout_keys=("dropout", "attention_dropout"),
+    bias_switches={"enable_bias": True, "layer_norm_elementwise_affine": True},
+    examples="OPT",
 )

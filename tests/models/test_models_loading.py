@@ -12,6 +12,7 @@ import torch
 from lora_ft.config import ModelConfig
 from lora_ft.hub import hub_reachable
 from lora_ft.models import UnsupportedArchitectureError, architecture_for
+from lora_ft.schema import ConfigError
 from lora_ft.models.loading import ModelLoadError, load_model, load_model_config, load_tokenizer, resolve_source
 
 TINY_GPT2 = {"n_layer": 2, "n_embd": 32, "n_head": 2}
@@ -80,7 +81,7 @@ def test_bad_local_paths_are_clear_errors(tmp_path):
 
 
 def test_unknown_config_override_is_a_clear_error():
-    with pytest.raises(ModelLoadError, match="has no field 'n_layers'"):
+    with pytest.raises(ConfigError, match="has no field 'n_layers'"):
         load_model_config(ModelConfig(name_or_path="gpt2", config_overrides={"n_layers": 2}))
 
 
