@@ -6,6 +6,7 @@ The cases are issue 8's list (section 2, items 2, 9 and the config part of 10) p
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from pathlib import Path
@@ -351,6 +352,8 @@ def test_a_truncated_trained_file_is_one_line(capsys, files, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text((files["run_noval"] / "config.yaml").read_text().replace(str(files["run_noval"]), str(run)))
-    (run / "results.json").write_text((files["run_noval"] / "results.json").read_text())
+    results = json.loads((files["run_noval"] / "results.json").read_text())
+    results["status"] = "trained"  # a finished run: eval reads its final weights
+    (run / "results.json").write_text(json.dumps(results))
     (run / "trained.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
     assert_user_error(capsys, ["eval", "--run", run, "--split", "test"], "trained.safetensors")
