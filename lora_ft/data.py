@@ -125,3 +125,12 @@ def build_train_dataset(tokenizer, task: Task, split: str, virtual: VirtualToken
         except TaskDataError as exc:
             raise TaskDataError(f"{task.name} {split} example {index}: {exc}") from exc
     return EncodedDataset(encoded)
+
+
+def virtual_tokens_for(method, model) -> VirtualTokens:
+    """The ids of a prefix method's virtual tokens: the ones just past the model's real vocabulary."""
+    prefix, infix = method.virtual_token_counts()
+    vocab = model.config.vocab_size
+    return VirtualTokens(
+        prefix_ids=tuple(range(vocab, vocab + prefix)), infix_ids=tuple(range(vocab + prefix, vocab + prefix + infix))
+    )

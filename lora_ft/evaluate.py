@@ -26,7 +26,8 @@ from .models.loading import load_model, load_tokenizer
 from .schema import ConfigError
 from .results import Evaluation, ResultsError, read_results, record_evaluation, write_text_atomic
 from .tasks import get_task
-from .train import CHECKPOINTS_DIR, CONFIG_FILE, virtual_tokens_for
+from .data import virtual_tokens_for
+from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE
 
 logger = logging.getLogger("lora_ft.evaluate")
 

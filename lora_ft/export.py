@@ -212,7 +212,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "peft", o
     from .config import load_config
     from .divergence import check_finite_weights
     from .models.loading import load_tokenizer
-    from .train import CONFIG_FILE
+    from .run_dir import CONFIG_FILE
 
     if fmt not in ("peft", "merged"):
         raise ExportError(f"unknown export format {fmt!r}: choose 'peft' (LoRA adapter) or 'merged' (plain transformers model)")

@@ -34,58 +34,21 @@ from transformers import get_linear_schedule_with_warmup
 from .build import adapted_model, parameter_report, preflight
 from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
 from .config import RunConfig
-from .data import CausalLMCollator, VirtualTokens, build_train_dataset
+from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
 from .models.loading import load_tokenizer
+from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, check_run_dir, close_run_log, open_run_log, run_dir_of
 from .atomic import DiskFullError, disk_full_error
 from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
 from .optim import build_optimizer, describe_optimizer
 from .tasks import get_task
 from .trackers import resolve_trackers, start_trackers
-from .errors import UserError
 from .divergence import NonFiniteWatch, TrainingDivergedError, check_trained_weights_finite, diverged_advice, gradient_norm
 from .resume import Progress, check_resume_config, continue_results, interrupted
 from .stop_points import stop_point
 from .schema import ConfigError
 
 logger = logging.getLogger("lora_ft.train")
-
-CONFIG_FILE = "config.yaml"
-CHECKPOINTS_DIR = "checkpoints"
-
-
-class RunDirectoryError(UserError, RuntimeError):
-    pass
-
-
-def run_dir_of(cfg: RunConfig) -> Path:
-    if cfg.output is None:
-        raise RunDirectoryError(f"{cfg.source}: set output.dir (the run directory), e.g. output.dir=runs/my_run")
-    return Path(cfg.output.dir)
-
-
-def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Never lose a user's checkpoints or results silently: refuse a used directory unless told what to do."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirectoryError(f"output.dir {run_dir} is a file, not a directory; name a directory for the run")
-    used = any((run_dir / name).exists() for name in ("results.json", CHECKPOINTS_DIR, TRAINED_FILE))
-    if resume:
-        if not (run_dir / CHECKPOINTS_DIR).is_dir():
-            raise RunDirectoryError(f"--resume: {run_dir} holds no checkpoints to resume from")
-    elif used and not overwrite:
-        raise RunDirectoryError(
-            f"{run_dir} already holds a run. Continue it with --resume, choose another output.dir, "
-            "or pass output.overwrite=true to replace it."
-        )
-
-
-def virtual_tokens_for(method, model) -> VirtualTokens:
-    prefix, infix = method.virtual_token_counts()
-    vocab = model.config.vocab_size
-    return VirtualTokens(
-        prefix_ids=tuple(range(vocab, vocab + prefix)), infix_ids=tuple(range(vocab + prefix, vocab + prefix + infix))
-    )
-
 
 def completion_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of token losses, number of completion tokens): next-token loss on labelled positions only."""
@@ -103,29 +66,6 @@ def _peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
-
-
-_RUN_LOG = "lora_ft-run-log"  # the name of the file handler a run adds, so that the next run can find and close it
-
-
-def _open_run_log(run_dir: Path, is_main: bool) -> None:
-    """Send every lora_ft logger's records to <run_dir>/train.log (main process only), replacing a previous run's file
-    handler: several runs trained in one process (a sweep, the tests) each get their own log."""
-    package_logger = logging.getLogger("lora_ft")
-    package_logger.setLevel(logging.INFO)
-    _close_run_log()
-    if is_main:
-        handler = logging.FileHandler(run_dir / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler.set_name(_RUN_LOG)
-        package_logger.addHandler(handler)
-
-
-def _close_run_log() -> None:
-    package_logger = logging.getLogger("lora_ft")
-    for handler in [h for h in package_logger.handlers if h.get_name() == _RUN_LOG]:
-        package_logger.removeHandler(handler)
-        handler.close()
 
 
 class Trainer:
@@ -149,16 +89,27 @@ class Trainer:
         if self.run_lock is not None:
             self.run_lock.release()
 
+    # -- setup: one phase a method, cheapest first ---------------------------------------------------------------------
+
     def _setup(self, cfg: RunConfig, resume: bool) -> None:
-        t = cfg.training
-        # Cheap checks first: a bad config or data path fails before any model loads.
+        self._check_before_loading(cfg, resume)
+        self._start_accelerator(cfg, resume)
+        set_seed(cfg.training.seed)  # before the method's init: A's draw is part of the seed's run
+        self._build_model_and_data(cfg)
+        self._build_optimizer(cfg)
+        self._start_results(cfg, resume)
+
+    def _check_before_loading(self, cfg: RunConfig, resume: bool) -> None:
+        """A bad config, data path, tracker or resume fails here, in well under a second, before any model loads."""
         check_run_dir(self.run_dir, resume=resume, overwrite=cfg.output.overwrite)
         self.resume_changes = check_resume_config(self.run_dir / CONFIG_FILE, cfg.to_dict()) if resume else {}
         preflight(cfg)
         self.task = get_task(cfg.task)
         self.task.check_source(("train", "validation"))
+        self.log_with = resolve_trackers(cfg.training.report_to) or None  # a missing tracker package fails here
 
-        log_with = resolve_trackers(t.report_to) or None  # a missing tracker package fails here, before the model loads
+    def _start_accelerator(self, cfg: RunConfig, resume: bool) -> None:
+        t = cfg.training
         # Without a GPU, Accelerate only forms a multi-process (gloo) group when told to use the CPU.
         distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
@@ -166,7 +117,7 @@ class Trainer:
             mixed_precision=t.mixed_precision,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True),
-            log_with=log_with,
+            log_with=self.log_with,
             project_dir=str(self.run_dir),
         )
         if t.batch_size % self.accelerator.num_processes:
@@ -179,39 +130,45 @@ class Trainer:
                 shutil.rmtree(self.run_dir / CHECKPOINTS_DIR, ignore_errors=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
-        _open_run_log(self.run_dir, self.accelerator.is_main_process)
-        set_seed(t.seed)  # before the method's init: A's draw is part of the seed's run
+        open_run_log(self.run_dir, self.accelerator.is_main_process)
 
+    def _build_model_and_data(self, cfg: RunConfig) -> None:
+        t = cfg.training
         self.tokenizer = load_tokenizer(cfg.model)
         adapted = adapted_model(cfg)
         self.model, self.method = adapted.model, adapted.method
         self.virtual = virtual_tokens_for(self.method, self.model)
         collate = CausalLMCollator(pad_token_id=self.tokenizer.pad_token_id)
-        train_set = build_train_dataset(self.tokenizer, self.task, "train", self.virtual, cfg.task.max_length)
+        self.train_set = build_train_dataset(self.tokenizer, self.task, "train", self.virtual, cfg.task.max_length)
         valid_set = build_train_dataset(self.tokenizer, self.task, "validation", self.virtual, cfg.task.max_length)
         generator = torch.Generator().manual_seed(t.seed)
-        train_loader = DataLoader(
-            train_set, batch_size=t.batch_size, shuffle=True, collate_fn=collate,
+        self.train_loader = DataLoader(
+            self.train_set, batch_size=t.batch_size, shuffle=True, collate_fn=collate,
             num_workers=t.num_workers, generator=generator, drop_last=False,
         )
-        valid_loader = DataLoader(valid_set, batch_size=t.eval_batch_size, shuffle=False, collate_fn=collate)
+        self.valid_loader = DataLoader(valid_set, batch_size=t.eval_batch_size, shuffle=False, collate_fn=collate)
+        self.report = parameter_report(self.model)
 
+    def _build_optimizer(self, cfg: RunConfig) -> None:
+        """The optimizer (optim.py: the paper's AdamW by default), the linear schedule, and Accelerate's wrapping."""
+        t = cfg.training
         params = [p for p in self.model.parameters() if p.requires_grad]
         # The paper's code applies weight decay to every trained tensor (A and B included), unlike HF Trainer's default.
         optimizer = build_optimizer(params, t)
-        steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
+        steps_per_epoch = math.ceil(len(self.train_loader) / t.gradient_accumulation_steps)
         self.total_steps = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
         warmup = t.warmup_steps
         if t.warmup_tokens is not None:  # tokens per step estimated from this data set's mean example length
-            mean_length = sum(len(example["input_ids"]) for example in train_set) / max(len(train_set), 1)
+            mean_length = sum(len(example["input_ids"]) for example in self.train_set) / max(len(self.train_set), 1)
             tokens_per_step = t.batch_size * t.gradient_accumulation_steps * mean_length
             warmup = math.ceil(t.warmup_tokens / tokens_per_step)
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup, self.total_steps)
-        self.report = parameter_report(self.model)
-
         (self.model, self.optimizer, self.train_loader, self.valid_loader, self.scheduler) = self.accelerator.prepare(
-            self.model, optimizer, train_loader, valid_loader, scheduler
+            self.model, optimizer, self.train_loader, self.valid_loader, scheduler
         )
+
+    def _start_results(self, cfg: RunConfig, resume: bool) -> None:
+        """A new run's results.json, or, on --resume, the run's own, continued from its newest intact checkpoint."""
         self.progress = Progress()
         self.last_checkpoint_step: int | None = None  # for the messages after Ctrl-C or divergence
         if resume:
@@ -224,9 +181,9 @@ class Trainer:
             self.results.parameters = ParameterCounts(**self.report)
         self.results.extra.update(
             num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command,
-            optimizer=describe_optimizer(t),
+            optimizer=describe_optimizer(cfg.training),
         )
-        if log_with:
+        if self.log_with:
             start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict())
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
@@ -468,4 +425,4 @@ def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -
     finally:
         if trainer is not None:
             trainer.close()
-        _close_run_log()
+        close_run_log()

@@ -162,7 +162,7 @@ def test_export_never_overwrites_a_non_empty_directory(tiny, tmp_path):
 @pytest.mark.parametrize("fmt", ["peft", "merged"])
 def test_export_run_from_a_run_directory(tiny, tiny_model_dir, gpt2_tokenizer_dir, fmt, tmp_path):
     from lora_ft.build import adapted_model
-    from lora_ft.train import CONFIG_FILE
+    from lora_ft.run_dir import CONFIG_FILE
 
     run_dir = tmp_path / "run"
     cfg = config_from_dict({
