@@ -42,6 +42,11 @@ def adapted_model(cfg: RunConfig, *, weights: str = "pretrained") -> AdaptedMode
         model = load_model(cfg.model)
     method = build_method(cfg.method.name, cfg.method.config)
     method.apply(model, arch)
+    init_text = getattr(cfg.method.config, "init_text", None)
+    if init_text and weights != "meta":  # prefix methods: start as the real tokens of method.init_text (Li & Liang)
+        from .models.loading import load_tokenizer
+
+        method.initialise(load_tokenizer(cfg.model).encode(init_text, add_special_tokens=False))
     return AdaptedModel(model, method, arch)
 
 

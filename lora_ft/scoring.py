@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import UserError
 from .schema import ConfigError
+
+
+class PredictionsFileError(UserError, ValueError):
+    """A predictions file does not hold one line per evaluation item."""
+
+
+def _check_count(predictions, n_predictions: int, references, n_items: int, unit: str) -> None:
+    if n_predictions != n_items:
+        raise PredictionsFileError(
+            f"{predictions} has {n_predictions} lines but {references} has {n_items} {unit}; a predictions file holds "
+            "exactly one prediction per line (lora-ft writes line breaks inside a prediction as \\n)"
+        )
 
 
 def _lines(path: str | Path) -> list[str]:
@@ -20,10 +33,11 @@ def score_files(task: str, predictions: str | Path, references: str | Path, *, m
     if task == "e2e":
         from .metrics.e2e import read_predictions, read_references, score_e2e
 
-        return score_e2e(read_predictions(predictions), read_references(references), meteor=meteor)
+        preds, groups = read_predictions(predictions), read_references(references)
+        _check_count(predictions, len(preds), references, len(groups), "reference groups")
+        return score_e2e(preds, groups, meteor=meteor)
     preds, refs = _lines(predictions), _lines(references)
-    if len(preds) != len(refs):
-        raise ValueError(f"{predictions} has {len(preds)} lines but {references} has {len(refs)}")
+    _check_count(predictions, len(preds), references, len(refs), "references")
     if task == "samsum":
         from .metrics.rouge import score_rouge
 

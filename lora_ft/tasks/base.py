@@ -89,6 +89,11 @@ class Task(ABC):
     column_aliases: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     # The split that is decoded and scored when the task has no test split of its own (MNLI: validation).
     scored_split: ClassVar[str] = "test"
+    # Whether a completion is one line (SAMSum's summary, MNLI's answer word): decoding then also stops at a line break
+    # and `end_completion` cuts there. E2E keeps the authors' rule (stop at EOS or a blank line).
+    single_line: ClassVar[bool] = False
+    # References file layout: groups separated by blank lines (E2E's official scorer) or one reference per line.
+    grouped_references: ClassVar[bool] = False
 
     def __init__(self, config: TaskConfig):
         if config.name != self.name:
@@ -109,6 +114,13 @@ class Task(ABC):
     def eval_items(self, examples: Sequence[Example]) -> list[EvalItem]:
         """One decoding job per example, scored against its own target (E2E overrides this to group by MR)."""
         return [EvalItem(e.context, (e.target.strip(),), e.meta) for e in examples]
+
+    def end_completion(self, text: str) -> str:
+        """Where a generated completion ends: at its first line break for single-line tasks (the model may go on to
+        write the dialogue's next turn); otherwise the text as decoded."""
+        if self.single_line:
+            text = text.strip().splitlines()[0] if text.strip() else ""
+        return text.strip()
 
     @abstractmethod
     def score(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:

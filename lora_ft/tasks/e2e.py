@@ -26,6 +26,7 @@ ORIGINAL_COLUMNS = (("meaning_representation", "human_reference"), ("mr", "ref")
 class E2ETask(Task):
     name = "e2e"
     separator_eos = True
+    grouped_references = True  # the official scorer's layout: an MR's references together, groups split by a blank line
     metric_names = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
     primary_metric = "BLEU"
     default_hub_id = "tuetschek/e2e_nlg"

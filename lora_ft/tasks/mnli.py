@@ -36,6 +36,7 @@ class MNLITask(Task):
     column_aliases = {"premise": ("sentence1",), "hypothesis": ("sentence2",), "label": ("gold_label",)}
     local_suffixes = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
     scored_split = "validation"
+    single_line = True  # the answer is one word; a line break ends it
 
     def example_from_row(self, row: Row, split: str) -> Example | None:
         values = row.values
