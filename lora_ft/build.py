@@ -42,11 +42,14 @@ def adapted_model(cfg: RunConfig, *, weights: str = "pretrained") -> AdaptedMode
         model = load_model(cfg.model)
     method = build_method(cfg.method.name, cfg.method.config)
     method.apply(model, arch)
-    init_text = getattr(cfg.method.config, "init_text", None)
-    if init_text and weights != "meta":  # prefix methods: start as the real tokens of method.init_text (Li & Liang)
+    if hasattr(method, "initialise") and weights != "meta":
+        # Prefix methods start as real words (Li & Liang): method.init_text, else the task's own cue words.
         from .models.loading import load_tokenizer
+        from .tasks import get_task
 
-        method.initialise(load_tokenizer(cfg.model).encode(init_text, add_special_tokens=False))
+        init_text = cfg.method.config.init_text or get_task(cfg.task).prefix_init_text
+        if init_text:
+            method.initialise(load_tokenizer(cfg.model).encode(init_text, add_special_tokens=False))
     return AdaptedModel(model, method, arch)
 
 

@@ -85,8 +85,8 @@ class PrefixConfig(MethodConfig):
     infix_length: int = option(0, help="l_i, virtual tokens between context and target (paper GPT-3: 8)")
     init_text: str | None = option(
         None,
-        help="real words the virtual tokens start as (Li & Liang: 'summarize'); prefix first, then infix, cut or "
-        "repeated to fit. null: randomly drawn real vocabulary tokens",
+        help="real words the virtual tokens start as (Li & Liang), prefix first, then infix, cut or repeated to fit; "
+        "null: the task's (E2E ' table-to-text:', SAMSum ' Summary:', MNLI ' Answer:')",
     )
 
     def __post_init__(self):

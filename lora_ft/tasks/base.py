@@ -92,6 +92,10 @@ class Task(ABC):
     # Whether a completion is one line (SAMSum's summary, MNLI's answer word): decoding then also stops at a line break
     # and `end_completion` cuts there. E2E keeps the authors' rule (stop at EOS or a blank line).
     single_line: ClassVar[bool] = False
+    # The real words a prefix method's virtual tokens start as, unless method.init_text says otherwise (Li & Liang:
+    # task words such as "summarization" or "table-to-text:" start best); words that cue the completion keep an
+    # untrained prefix run near the base model's loss. None: randomly drawn vocabulary tokens.
+    prefix_init_text: ClassVar[str | None] = None
     # References file layout: groups separated by blank lines (E2E's official scorer) or one reference per line.
     grouped_references: ClassVar[bool] = False
 

@@ -37,6 +37,7 @@ class MNLITask(Task):
     local_suffixes = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
     scored_split = "validation"
     single_line = True  # the answer is one word; a line break ends it
+    prefix_init_text = " Answer:"  # the format's own cue for the answer (measured: README, prefix initialisation)
 
     def example_from_row(self, row: Row, split: str) -> Example | None:
         values = row.values

@@ -28,6 +28,7 @@ class SAMSumTask(Task):
     required_columns = ("id", "dialogue", "summary")
     string_columns = ("id",)
     single_line = True
+    prefix_init_text = " Summary:"  # the task word, as Li & Liang's "summarization"
 
     def example_from_row(self, row: Row, split: str) -> Example | None:
         values = row.values
