@@ -36,6 +36,7 @@ PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
 LORA_FT=("$PY" -m lora_ft)
 OUT=results/mini_paper
+FAILED=()
 
 # The state of a run directory: done (evaluated), trained (to evaluate), partial (checkpoints: resume), failed, new.
 run_state() {
@@ -83,13 +84,14 @@ run_config() {  # $1 = config file, $2 = table folder
   echo "$state $(printf '%*s' $((6 - ${#state})) '')$name: lora-ft train --config $config; lora-ft eval --run $run"
   [ "$DRY_RUN" = 1 ] && return 0
   start=$(date +%s)
+  # A run that fails is reported and the table goes on (its results.json says why); a rerun of the script skips it.
   case "$state" in
     done) return 0 ;;
     failed) echo "  $run failed before (see its results.json / train.log); move it away to run it again" >&2; return 0 ;;
-    new) "${LORA_FT[@]}" train --config "$config" ;;
-    partial) "${LORA_FT[@]}" train --config "$config" --resume ;;
+    new) "${LORA_FT[@]}" train --config "$config" || { echo "  $name: training failed" >&2; FAILED+=("$name"); return 0; } ;;
+    partial) "${LORA_FT[@]}" train --config "$config" --resume || { echo "  $name: training failed" >&2; FAILED+=("$name"); return 0; } ;;
   esac
-  "${LORA_FT[@]}" eval --run "$run"
+  "${LORA_FT[@]}" eval --run "$run" || { echo "  $name: evaluation failed" >&2; FAILED+=("$name"); return 0; }
   printf '%s\t%s\t%s\n' "$name" "$(( $(date +%s) - start ))" "$(date -u +%FT%TZ)" >> "$table_dir/run_seconds.tsv"
   commit "$name"
 }
@@ -99,7 +101,8 @@ base_run() {  # $1 = a config of the task, $2 = the base run's directory: the un
   local state; state="$(run_state "$run")"
   echo "$state $(printf '%*s' $((6 - ${#state})) '')$(basename "$run"): lora-ft eval --config $config --base output.dir=$run"
   [ "$DRY_RUN" = 1 ] || [ "$state" = done ] && return 0
-  "${LORA_FT[@]}" eval --config "$config" --base "output.dir=$run" --overwrite
+  "${LORA_FT[@]}" eval --config "$config" --base "output.dir=$run" --overwrite \
+    || { echo "  $(basename "$run"): evaluation failed" >&2; FAILED+=("$(basename "$run")"); return 0; }
   commit "$(basename "$run")"
 }
 
@@ -129,4 +132,8 @@ if [ "$DRY_RUN" = 0 ]; then
   runs=(); for t in $TABLES; do runs+=("$OUT/table$t"); done
   "${LORA_FT[@]}" plot --runs "${runs[@]}" --out "$OUT/figures" --kind figure2
   commit "figures"
+fi
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  echo "mini_paper.sh: ${#FAILED[@]} run(s) failed: ${FAILED[*]}" >&2
+  exit 1
 fi
