@@ -49,7 +49,9 @@ def adapted_model(cfg: RunConfig, *, weights: str = "pretrained") -> AdaptedMode
 
         init_text = cfg.method.config.init_text or get_task(cfg.task).prefix_init_text
         if init_text:
-            method.initialise(load_tokenizer(cfg.model).encode(init_text, add_special_tokens=False))
+            tokenizer = load_tokenizer(cfg.model)
+            method.initialise(tokenizer.encode(init_text, add_special_tokens=False),
+                              filler=tokenizer.encode("\n", add_special_tokens=False))
     return AdaptedModel(model, method, arch)
 
 

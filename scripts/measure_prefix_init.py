@@ -51,7 +51,8 @@ def main() -> None:
         method = build_method(cfg.method.name, cfg.method.config)
         method.apply(model, arch)
         if text:
-            method.initialise(tokenizer.encode(text, add_special_tokens=False))
+            method.initialise(tokenizer.encode(text, add_special_tokens=False),
+                              filler=tokenizer.encode("\n", add_special_tokens=False))  # as lora_ft/build.py does
         label = repr(text) if text else "random vocabulary tokens"
         print(f"{args.config}: {cfg.method.name} {method.size_label()} from {label}: {loss(model, method):.3f}", flush=True)
 

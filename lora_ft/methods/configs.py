@@ -85,7 +85,8 @@ class PrefixConfig(MethodConfig):
     infix_length: int = option(0, help="l_i, virtual tokens between context and target (paper GPT-3: 8)")
     init_text: str | None = option(
         None,
-        help="real words the virtual tokens start as (Li & Liang), prefix first, then infix, cut or repeated to fit; "
+        help="real words the virtual tokens start as (Li & Liang): the prefix and the infix each end with them, line "
+        "breaks before them when the segment is longer; "
         "null: the task's (E2E ' table-to-text:', SAMSum ' Summary:', MNLI ' Answer:')",
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lora_ft.methods.prefix import fit_ids
+from lora_ft.methods.prefix import fill_segment
 
 INIT = [5, 6, 7, 8, 9]
 
@@ -31,10 +31,10 @@ def test_prelayer_prefix_is_exactly_its_real_tokens(tiny, family):
 
 def test_preembed_prefix_and_infix_are_exactly_their_real_tokens(tiny, family):
     model, method, _ = tiny.adapt(family, "preembed", prefix_length=3, infix_length=2)
-    method.initialise(INIT)
+    method.initialise(INIT[:3])  # the prefix is the 3 tokens, the infix their last 2
     ids = tiny.ids(batch=2, length=6)
     virtual = torch.arange(tiny.vocab, tiny.vocab + 5).expand(2, -1)
-    real = torch.tensor(INIT).expand(2, -1)
+    real = torch.tensor(INIT[:3] + INIT[1:3]).expand(2, -1)
     with_virtual = torch.cat([virtual[:, :3], ids[:, :4], virtual[:, 3:], ids[:, 4:]], 1)
     with_real = torch.cat([real[:, :3], ids[:, :4], real[:, 3:], ids[:, 4:]], 1)
     torch.testing.assert_close(logits(model, with_virtual), logits(tiny.model(family), with_real), rtol=1e-5, atol=1e-5)
@@ -44,17 +44,19 @@ def test_prelayer_infix_follows_the_prefix_words(tiny):
     """An infix slot starts as the activations of its word read after the prefix words (not after each example's
     context, which differs per example): block 0's input is exactly the word's embedding (+ position for GPT-2)."""
     model, method, arch = tiny.adapt("llama", "prelayer", prefix_length=2, infix_length=2)
-    method.initialise(INIT[:4])
+    method.initialise(INIT[:2])
     embedding = model.get_input_embeddings().base.weight
     first = arch.block_list(model)[0].prefix_activations
-    torch.testing.assert_close(first, embedding[INIT[:4]], rtol=0, atol=0)  # LLaMA: no position embedding at the input
+    torch.testing.assert_close(first, embedding[INIT[:2] + INIT[:2]], rtol=0, atol=0)  # LLaMA: no position embedding at the input
 
 
-def test_init_ids_are_cut_or_repeated_to_fit():
-    assert fit_ids([1, 2, 3], 2) == [1, 2]
-    assert fit_ids([1, 2], 5) == [1, 2, 1, 2, 1]
+def test_each_segment_ends_with_the_init_text():
+    assert fill_segment([1, 2, 3], 2) == [2, 3]  # the text's end: the cue right before context or target
+    assert fill_segment([1, 2], 5, filler=[9]) == [9, 9, 9, 1, 2]  # line breaks before a short text
+    assert fill_segment([1, 2], 5) == [1, 2, 1, 1, 2]  # no filler: the text repeats, still ending with it
+    assert fill_segment([1, 2], 0) == []
     with pytest.raises(ValueError, match="gives no tokens"):
-        fit_ids([], 3)
+        fill_segment([], 3)
 
 
 def test_init_ids_outside_the_vocabulary_are_refused(tiny):
