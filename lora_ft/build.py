@@ -42,6 +42,16 @@ def adapted_model(cfg: RunConfig, *, weights: str = "pretrained") -> AdaptedMode
         model = load_model(cfg.model)
     method = build_method(cfg.method.name, cfg.method.config)
     method.apply(model, arch)
+    if hasattr(method, "initialise") and weights != "meta":
+        # Prefix methods start as real words (Li & Liang): method.init_text, else the task's own cue words.
+        from .models.loading import load_tokenizer
+        from .tasks import get_task
+
+        init_text = cfg.method.config.init_text or get_task(cfg.task).prefix_init_text
+        if init_text:
+            tokenizer = load_tokenizer(cfg.model)
+            method.initialise(tokenizer.encode(init_text, add_special_tokens=False),
+                              filler=tokenizer.encode("\n", add_special_tokens=False))
     return AdaptedModel(model, method, arch)
 
 

@@ -36,6 +36,18 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.config:
+        if args.run:
+            raise ConfigError("eval takes --run DIR (a trained run) or --config FILE (score without training), not both")
+        cfg = _load(args)
+        from .evaluate import evaluate_config
+
+        command = "lora-ft eval --config " + " ".join([args.config, *args.overrides]) + (" --base" if args.base else "")
+        run_dir, evaluations = evaluate_config(cfg, base=args.base, split=args.split, overwrite=args.overwrite,
+                                               command=command, meteor=not args.no_meteor)
+        for ev in evaluations:
+            print(json.dumps(ev.scores) if args.json else f"{run_dir}: {ev.split} epoch 0: " + _format_scores(ev.scores))
+        return 0
     if args.run:
         from .evaluate import evaluate_run
 
@@ -181,10 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="decode and score a run, or score prediction files")
     p.add_argument("--run", help="run directory to decode and score")
+    p.add_argument("--config", help="score without training: the config's model (with --base) or its method untrained, "
+                   "in a new run directory output.dir")
+    p.add_argument("overrides", nargs="*", help="with --config: section.key=value overrides")
+    p.add_argument("--overwrite", action="store_true", help="with --config: score into a used output.dir")
     p.add_argument("--split", help="validation | test (default: decoding.split)")
     p.add_argument("--epochs", default="last", type=epochs_choice,
                    help="last (final weights) | best (lowest validation loss) | all | N")
-    p.add_argument("--base", action="store_true", help="score the untrained base model of the run's config (epoch 0)")
+    p.add_argument("--base", action="store_true", help="score the untrained base model of the run's (or --config's) config (epoch 0)")
     p.add_argument("--task", help="score files without a model: the task whose metrics to use (e2e, samsum, ...)")
     p.add_argument("--predictions", help="one prediction per line")
     p.add_argument("--references", help="E2E: references grouped by blank lines; others: one per line")

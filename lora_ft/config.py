@@ -70,6 +70,13 @@ class TaskConfig:
     )
     max_train_examples: int | None = option(None, help="use only the first N training examples")
     max_eval_examples: int | None = option(None, help="decode only the first N evaluation items (E2E: distinct MRs)")
+    train_slice: str | None = option(
+        None, help="read only these rows of the training file, 'START:END' (0-based, END excluded), e.g. '0:2000'"
+    )
+    eval_slice: str | None = option(
+        None, help="read only these rows of the validation/test file, e.g. '2000:2500'; with the same file as "
+        "training (MNLI offline: dev_matched.jsonl) it must not overlap task.train_slice"
+    )
     max_length: int = option(512, help="maximum tokens of one training example (context + target)")
 
     def __post_init__(self):

@@ -6,11 +6,18 @@ Writes predictions and references into the run directory and an `Evaluation` int
 Evaluations of one run may run side by side (e.g. epochs 1 and 2 on two GPUs, or an epoch checkpoint while the run
 still trains): `eval` takes no lock on the run for its decoding, and records each evaluation with one short locked
 read-modify-write of results.json (`record_evaluation`) that keeps what other writers recorded meanwhile.
+
+Predictions files hold exactly one item per line whatever the model wrote: line breaks inside an item are written as
+the two characters "\\n" (any character Python counts as a line boundary likewise: "\\r", "\\u2028", ...), and a
+`.jsonl` beside the `.txt` holds the exact strings with their references. The task decides where a completion ends
+(`Task.end_completion`: SAMSum's and MNLI's at the first line break).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -24,21 +31,53 @@ from .data import VirtualTokens, encode_prompt
 from .generate import BeamSearchConfig, beam_search, decode_completion
 from .models.loading import load_model, load_tokenizer
 from .schema import ConfigError
-from .results import Evaluation, ResultsError, read_results, record_evaluation, write_text_atomic
+from .results import Evaluation, ResultsError, RunResults, collect_environment, read_results, record_evaluation, write_results, write_text_atomic
 from .tasks import get_task
 from .data import virtual_tokens_for
-from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE
+from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, run_dir_of
+from .run_lock import LOCK_FILENAME, RunLock
 
 logger = logging.getLogger("lora_ft.evaluate")
 
 
-def stop_token_ids(tokenizer, cfg: RunConfig) -> tuple[int, ...]:
+def stop_token_ids(tokenizer, cfg: RunConfig, task=None) -> tuple[int, ...]:
     ids = [tokenizer.eos_token_id]
     if cfg.decoding.stop_at_double_newline:
         double_newline = tokenizer.encode("\n\n", add_special_tokens=False)
         if len(double_newline) == 1:  # GPT-2: 628
             ids.append(double_newline[0])
-    return tuple(i for i in ids if i is not None)
+    if task is not None and task.single_line:  # a line break ends a one-line completion (SAMSum, MNLI)
+        newline = tokenizer.encode("\n", add_special_tokens=False)
+        if len(newline) == 1:  # GPT-2 and SmolLM2: one token; otherwise `end_completion` cuts the text
+            ids.append(newline[0])
+    return tuple(dict.fromkeys(i for i in ids if i is not None))
+
+
+# Every character str.splitlines() breaks at: written escaped, so a file line is always one item.
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of a text file: "\\r\\n" and each line-break character written as its escape ("\\n", ...)."""
+    text = text.replace("\r\n", "\n")
+    return _LINE_BREAK.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def write_predictions(run_dir: Path, name: str, predictions: list[str], items) -> None:
+    """`name`.txt (one escaped line per item) and `name`.jsonl (the exact prediction and references per item)."""
+    lines = [one_line(p) for p in predictions]
+    text = "\n".join(lines) + "\n"
+    assert len(text.splitlines()) == len(items), "one_line left a line break"  # the format's promise, checked
+    write_text_atomic(run_dir / f"{name}.txt", text, overwrite=True)
+    records = [json.dumps({"prediction": p, "references": list(i.references)}) for p, i in zip(predictions, items)]
+    write_text_atomic(run_dir / f"{name}.jsonl", "\n".join(records) + "\n", overwrite=True)
+
+
+def references_text(task, items) -> str:
+    """E2E: the official scorer's groups (blank line between MRs); other tasks: one (escaped) reference per line."""
+    if task.grouped_references:
+        return "\n\n".join("\n".join(one_line(r) for r in i.references) for i in items) + "\n"
+    return "\n".join(one_line(i.references[0]) for i in items) + "\n"
 
 
 def weights_dir(run_dir: Path, epoch: int | None) -> Path:
@@ -72,24 +111,52 @@ def resolve_epochs(run_dir: Path, which: str) -> list[int | None]:
     return [int(which)]
 
 
+def evaluate_config(
+    cfg: RunConfig, *, base: bool = False, split: str | None = None, overwrite: bool = False, command: str | None = None,
+    meteor: bool = True,
+) -> tuple[Path, list[Evaluation]]:
+    """`lora-ft eval --config`: score a model without training it, in a run directory of its own (output.dir).
+
+    With `base`, the plain base model; otherwise the config's method applied and untrained (LoRA: the base model, as
+    B = 0; a prefix method: its initialisation). Recorded as epoch 0. A used run directory is refused unless `overwrite`.
+    """
+    run_dir = run_dir_of(cfg)
+    split = split or cfg.decoding.split
+    get_task(cfg.task).check_source((split,))  # before anything is written or loaded
+    # One writer per run directory (run_lock.py): two `eval --config` into one output.dir cannot both create it.
+    with RunLock(run_dir, command=command or f"lora-ft eval --config {cfg.source}"):
+        used = [p for p in run_dir.iterdir() if p.name != LOCK_FILENAME]
+        if used and not (overwrite or cfg.output.overwrite):
+            raise RunDirectoryError(
+                f"{run_dir} is not empty (it may hold a run); choose another output.dir, or pass --overwrite to score into it"
+            )
+        header = f"# lora-ft eval --config: {command}\n" if command else ""
+        write_text_atomic(run_dir / CONFIG_FILE, header + cfg.to_yaml(), overwrite=True)
+        results = RunResults.start(run_dir.name, cfg.to_dict(), environment=collect_environment())
+        results.status = "evaluated"
+        write_results(run_dir, results)
+        return run_dir, evaluate_run(run_dir, split=split, base=base, untrained=not base, meteor=meteor)
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
     split: str | None = None,
     epochs: str = "last",
     base: bool = False,
+    untrained: bool = False,
     device: str | None = None,
     meteor: bool = True,
 ) -> list[Evaluation]:
     """Decode and score the run's weights of each chosen epoch; with `base`, the untrained base model instead
-    (recorded as epoch 0), the reference point that shows what training added. `meteor=False` skips METEOR (it
-    needs Java) for tasks that report it (E2E)."""
+    (recorded as epoch 0), the reference point that shows what training added; with `untrained`, the config's method
+    applied but not trained (also epoch 0). `meteor=False` skips METEOR (it needs Java) for tasks that report it (E2E)."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
     split = split or cfg.decoding.split
     task = get_task(cfg.task)
     task.check_source((split,))
-    chosen = [0] if base else resolve_epochs(run_dir, epochs)
+    chosen = [0] if (base or untrained) else resolve_epochs(run_dir, epochs)
     results = read_results(run_dir)
     if None in chosen and results.status not in ("trained", "evaluated"):
         # A run still training (or stopped) has no final weights of its own: an older run's may still lie there.
@@ -108,12 +175,15 @@ def evaluate_run(
     tokenizer = load_tokenizer(cfg.model)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     references_file = f"references-{split}.txt"
-    write_text_atomic(run_dir / references_file, "\n\n".join("\n".join(i.references) for i in items) + "\n", overwrite=True)
+    write_text_atomic(run_dir / references_file, references_text(task, items), overwrite=True)
 
     evaluations = []
     for epoch in chosen:
-        if epoch == 0:
+        if epoch == 0 and not untrained:
             model, virtual = load_model(cfg.model), VirtualTokens()
+        elif epoch == 0:
+            adapted = adapted_model(cfg)
+            model, virtual = adapted.model, virtual_tokens_for(adapted.method, adapted.model)
         else:
             adapted = adapted_model(cfg)
             model = adapted.model
@@ -128,17 +198,17 @@ def evaluate_run(
             length_penalty=cfg.decoding.length_penalty,
             no_repeat_ngram_size=cfg.decoding.no_repeat_ngram_size,
             max_new_tokens=cfg.decoding.max_new_tokens,
-            stop_token_ids=stop_token_ids(tokenizer, cfg),
+            stop_token_ids=stop_token_ids(tokenizer, cfg, task),
             batch_size=cfg.decoding.batch_size,
         )
         start = time.time()
         outputs = beam_search(model, prompts, beam, pad_token_id=tokenizer.pad_token_id, device=device, progress=True)
-        predictions = [decode_completion(tokenizer, ids) for ids in outputs]
+        predictions = [task.end_completion(decode_completion(tokenizer, ids)) for ids in outputs]
         seconds = time.time() - start
-        label = {None: "final", 0: "base"}.get(epoch, f"epoch{epoch}")
+        label = {None: "final", 0: "untrained" if untrained else "base"}.get(epoch, f"epoch{epoch}")
         predictions_file = f"predictions-{split}-{label}.txt"
         # Written before scoring: a scorer that fails (METEOR without Java) must not lose the decoding.
-        write_text_atomic(run_dir / predictions_file, "\n".join(predictions) + "\n", overwrite=True)
+        write_predictions(run_dir, predictions_file.removesuffix(".txt"), predictions, items)
         options = {"meteor": meteor} if "METEOR" in task.metric_names else {}
         scores = task.score(predictions, items, **options)
         final_epoch = results.epochs[-1].epoch if results.epochs else None

@@ -33,7 +33,8 @@ def _check_count(predictions, n_predictions: int, references, n_references: int,
     if n_predictions != n_references:
         raise ScoringFileError(
             f"--predictions {predictions} has {n_predictions} lines but --references {references} has {n_references} "
-            f"{unit}; give exactly one prediction per line for each reference {unit.rstrip('s')}, in the same order"
+            f"{unit}; give exactly one prediction per line for each reference {unit.rstrip('s')}, in the same order "
+            "(lora-ft writes a line break inside a prediction as \\n)"
         )
 
 

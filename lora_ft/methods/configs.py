@@ -91,6 +91,12 @@ class AdapterConfig(MethodConfig):
 class PrefixConfig(MethodConfig):
     prefix_length: int = option(help="l_p, virtual tokens before the context (paper GPT-3: PreEmbed 256, PreLayer 8)")
     infix_length: int = option(0, help="l_i, virtual tokens between context and target (paper GPT-3: 8)")
+    init_text: str | None = option(
+        None,
+        help="real words the virtual tokens start as (Li & Liang): the prefix and the infix each end with them, line "
+        "breaks before them when the segment is longer; "
+        "null: the task's (E2E ' table-to-text:', SAMSum ' Summary:', MNLI ' Answer:')",
+    )
 
     def __post_init__(self):
         require(self.prefix_length >= 0, f"method.prefix_length must be >= 0, got {self.prefix_length}")

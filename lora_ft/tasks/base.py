@@ -7,6 +7,8 @@ tests exercise what a real run does.
 
 from __future__ import annotations
 
+import csv
+import itertools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,8 +26,12 @@ logger = logging.getLogger("lora_ft.tasks")
 
 SPLITS = ("train", "validation", "test")
 
-# Local file types read through `datasets` (one loader per suffix).
+# Local file types read through `datasets` (one loader per suffix). The released JSON form of a dataset (SAMSum's
+# train.json: one array of objects) reads through the same "json" builder as JSON lines.
 TABLE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# Tab-separated files (GLUE's MNLI train.tsv / dev_matched.tsv) are read by `read_tsv` instead: their text holds bare
+# quote characters, which a CSV reader (datasets, pandas) would take as quoting and so merge rows.
+TSV_SUFFIX = ".tsv"
 
 
 class TaskDataError(UserError, ValueError):
@@ -79,6 +85,19 @@ class Task(ABC):
     local_suffixes: ClassVar[tuple[str, ...]] = tuple(TABLE_BUILDERS)
     required_columns: ClassVar[tuple[str, ...]] = ()
     string_columns: ClassVar[tuple[str, ...]] = ()  # read as text even when they look like numbers (SAMSum ids)
+    # Other names a column has in a dataset's other released forms (MNLI: GLUE's tsv calls the premise sentence1).
+    column_aliases: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    # The split that is decoded and scored when the task has no test split of its own (MNLI: validation).
+    scored_split: ClassVar[str] = "test"
+    # Whether a completion is one line (SAMSum's summary, MNLI's answer word): decoding then also stops at a line break
+    # and `end_completion` cuts there. E2E keeps the authors' rule (stop at EOS or a blank line).
+    single_line: ClassVar[bool] = False
+    # The real words a prefix method's virtual tokens start as, unless method.init_text says otherwise (Li & Liang:
+    # task words such as "summarization" or "table-to-text:" start best); words that cue the completion keep an
+    # untrained prefix run near the base model's loss. None: randomly drawn vocabulary tokens.
+    prefix_init_text: ClassVar[str | None] = None
+    # References file layout: groups separated by blank lines (E2E's official scorer) or one reference per line.
+    grouped_references: ClassVar[bool] = False
 
     def __init__(self, config: TaskConfig):
         if config.name != self.name:
@@ -90,7 +109,8 @@ class Task(ABC):
     def load(self, split: str) -> list[Example]:
         """The examples of `split` ("train" | "validation" | "test"), limited by task.max_train/eval_examples."""
         self.check_split(split)
-        examples = self.examples_from_rows(self.rows(split), split)
+        start, end = self.row_range(split)
+        examples = self.examples_from_rows(itertools.islice(self.rows(split), start, end), split)
         if not examples:
             raise TaskDataError(f"{self.name} {split}: no examples were read from {self.describe_source(split)}")
         return self.limit(examples, split)
@@ -98,6 +118,13 @@ class Task(ABC):
     def eval_items(self, examples: Sequence[Example]) -> list[EvalItem]:
         """One decoding job per example, scored against its own target (E2E overrides this to group by MR)."""
         return [EvalItem(e.context, (e.target.strip(),), e.meta) for e in examples]
+
+    def end_completion(self, text: str) -> str:
+        """Where a generated completion ends: at its first line break for single-line tasks (the model may go on to
+        write the dialogue's next turn); otherwise the text as decoded."""
+        if self.single_line:
+            text = text.strip().splitlines()[0] if text.strip() else ""
+        return text.strip()
 
     @abstractmethod
     def score(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
@@ -119,6 +146,7 @@ class Task(ABC):
             if from_hub and hub_expected_but_unreachable():
                 hub_id = cfg.hub_id or self.default_hub_id
                 raise TaskDataError(f"{split} split: {offline_message(self.name, hub_id)}")
+        self.check_disjoint_rows(splits)
         files = {split: self.local_file_setting(split) for split in SPLITS}
         if cfg.source == "local" and not any(files.values()):
             raise TaskDataError(
@@ -141,6 +169,37 @@ class Task(ABC):
                 raise TaskDataError(
                     f"{key}: {path} has type {path.suffix or '(none)'!r}; {self.name} reads {', '.join(self.local_suffixes)}"
                 )
+
+    def row_range(self, split: str) -> tuple[int, int | None]:
+        """(start, end) of the file rows `split` reads: task.train_slice for training, task.eval_slice otherwise."""
+        text = self.config.train_slice if split == "train" else self.config.eval_slice
+        return parse_row_slice(text) if text else (0, None)
+
+    def check_disjoint_rows(self, splits: Sequence[str]) -> None:
+        """Training rows must never be scored: a scored split read from the training file needs task.train_slice and
+        task.eval_slice, disjoint. (A validation split that is only a loss gets a warning instead.)"""
+        train_file = self.local_file_setting("train")
+        if train_file is None or self.config.source == "hub":
+            return
+        for split in splits:
+            other = self.local_file_setting(split) if split != "train" else None
+            if other is None or Path(other).resolve() != Path(train_file).resolve():
+                continue
+            if self.config.train_slice and self.config.eval_slice:
+                (a, b), (c, d) = self.row_range("train"), self.row_range(split)
+                if (b is None or c < b) and (d is None or a < d):
+                    raise TaskDataError(
+                        f"task.train_slice {self.config.train_slice!r} and task.eval_slice {self.config.eval_slice!r} "
+                        f"overlap, and both read {train_file}: training rows would be scored; make the ranges disjoint"
+                    )
+                continue
+            message = (
+                f"task.train_file and task.{split}_file are the same file ({train_file}); set task.train_slice and "
+                f"task.eval_slice to disjoint row ranges (e.g. '0:2000' and '2000:2500') so no training row is evaluated"
+            )
+            if split == self.scored_split:
+                raise TaskDataError(message)
+            logger.warning(message)
 
     # ---- what each task defines ----------------------------------------------------------------------------------
 
@@ -219,9 +278,24 @@ class Task(ABC):
             raise TaskDataError(
                 f"task.{split}_file: {path} has type {suffix or '(none)'!r}; {self.name} reads {', '.join(self.local_suffixes)}"
             )
-        dataset = read_table(path, string_columns=self.string_columns)
-        self.check_columns(dataset.column_names, str(path))
-        return (Row(values, f"{path.name} row {i + 1}") for i, values in enumerate(dataset))
+        dataset = read_tsv(path) if suffix == TSV_SUFFIX else read_table(path, string_columns=self.string_columns)
+        columns = self.canonical_columns(dataset.column_names)
+        self.check_columns(list(columns.values()), str(path))
+        return (
+            Row({columns.get(k, k): v for k, v in values.items()}, f"{path.name} row {i + 1}")
+            for i, values in enumerate(dataset)
+        )
+
+    def canonical_columns(self, columns: Sequence[str]) -> dict[str, str]:
+        """Column name in the file -> the hub's name, for files in another released form (`column_aliases`)."""
+        renamed = {}
+        for name, aliases in self.column_aliases.items():
+            if name in columns:
+                continue
+            found = next((a for a in aliases if a in columns), None)
+            if found is not None:
+                renamed[found] = name
+        return {c: renamed.get(c, c) for c in columns}
 
     def hub_id(self) -> str:
         return self.config.hub_id or self.default_hub_id
@@ -248,6 +322,43 @@ class Task(ABC):
     def check_lengths(predictions: Sequence[str], items: Sequence[EvalItem]) -> None:
         if len(predictions) != len(items):
             raise ValueError(f"{len(predictions)} predictions for {len(items)} evaluation items; they must match one to one")
+
+
+def parse_row_slice(text: str) -> tuple[int, int | None]:
+    """'START:END' (0-based file rows, END excluded, either may be empty) -> (start, end); ConfigError-style message."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start = int(parts[0]) if parts[0].strip() else 0
+        end = int(parts[1]) if parts[1].strip() else None
+    except ValueError:
+        raise TaskDataError(f"row slice {text!r} is not 'START:END' (e.g. '0:2000', '2000:', ':500')") from None
+    if start < 0 or (end is not None and end <= start):
+        raise TaskDataError(f"row slice {text!r}: need 0 <= START < END")
+    return start, end
+
+
+def read_tsv(path: Path):
+    """A tab-separated file with a header row as a `datasets.Dataset` of strings; quotes are plain characters."""
+    import datasets
+
+    # The csv module with QUOTE_NONE splits on tabs only, as GLUE's own readers do (csv.reader(..., quotechar=None)).
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if not header:
+            raise TaskDataError(f"{path}: empty file; expected a header row of tab-separated column names")
+        rows = []
+        for number, fields in enumerate(reader, start=2):
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise TaskDataError(
+                    f"{path} line {number}: {len(fields)} tab-separated fields, but the header has {len(header)}"
+                )
+            rows.append(dict(zip(header, fields)))
+    return datasets.Dataset.from_dict({name: [r[name] for r in rows] for name in header})
 
 
 def read_table(path: Path, *, string_columns: Sequence[str] = ()):

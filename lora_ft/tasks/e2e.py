@@ -26,6 +26,8 @@ ORIGINAL_COLUMNS = (("meaning_representation", "human_reference"), ("mr", "ref")
 class E2ETask(Task):
     name = "e2e"
     separator_eos = True
+    prefix_init_text = " table-to-text:"  # Li & Liang's own init words for E2E
+    grouped_references = True  # the official scorer's layout: an MR's references together, groups split by a blank line
     metric_names = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
     primary_metric = "BLEU"
     default_hub_id = "tuetschek/e2e_nlg"

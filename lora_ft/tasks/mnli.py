@@ -1,7 +1,11 @@
 """MNLI-matched (stand-in for the paper's GPT-3 Table 4): does the premise entail the hypothesis?
 
 Rows as on the hub (`nyu-mll/glue`, config `mnli`): `premise`, `hypothesis`, `label` (0 entailment, 1 neutral,
-2 contradiction). "validation" means validation_matched; the test splits have no labels (-1), so there is no "test".
+2 contradiction). "validation" means validation_matched; the test splits have no labels (-1), so there is no "test",
+and validation is the scored split. Local files may also be in MNLI's other released forms: GLUE's tsv
+(`dev_matched.tsv`: sentence1, sentence2, gold_label, quotes unescaped) or MultiNLI's jsonl (`multinli_1.0_dev_matched.jsonl`:
+the same names); labels as ids or words. Rows whose gold label is '-' (no annotator majority; GLUE drops them) are skipped.
+Offline there are no training rows: train on one slice of dev_matched and score another (task.train_slice / eval_slice).
 
 Format (GPT-3 style; the paper gives none): context "{premise}\\nQuestion: {hypothesis} True, False, or Neither?\\nAnswer:",
 target " True" / " Neither" / " False". Scored by the generated word: the first word of the output, case and
@@ -16,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from .base import EvalItem, Example, Row, Task, TaskDataError
 
 LABEL_WORDS = ("True", "Neither", "False")  # index = GLUE label id
+NO_GOLD_LABEL = "-"  # MultiNLI's gold_label when the annotators had no majority
 LABEL_NAMES = {"entailment": 0, "neutral": 1, "contradiction": 2}  # accepted in local files instead of ids
 
 
@@ -28,9 +33,16 @@ class MNLITask(Task):
     hub_splits = {"train": "train", "validation": "validation_matched"}
     missing_split_reasons = {"test": "MNLI's test labels are hidden (label -1); evaluate on 'validation' (validation_matched)"}
     required_columns = ("premise", "hypothesis", "label")
+    column_aliases = {"premise": ("sentence1",), "hypothesis": ("sentence2",), "label": ("gold_label",)}
+    local_suffixes = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
+    scored_split = "validation"
+    single_line = True  # the answer is one word; a line break ends it
+    prefix_init_text = " Answer:"  # the format's own cue for the answer (measured: README, prefix initialisation)
 
-    def example_from_row(self, row: Row, split: str) -> Example:
+    def example_from_row(self, row: Row, split: str) -> Example | None:
         values = row.values
+        if values["label"] == NO_GOLD_LABEL:
+            return None  # no annotator majority: GLUE leaves these rows out; skipped and counted in the log
         label = label_id(values["label"], row.where)
         premise, hypothesis = values["premise"], values["hypothesis"]
         if not isinstance(premise, str) or not premise.strip() or not isinstance(hypothesis, str) or not hypothesis.strip():

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The mini-paper: the rows of the LoRA paper's Table 3 (E2E) and Table 4 (MNLI, SAMSum) on SmolLM2-135M at CPU scale,
+# one command, resumable. Configs: configs/mini/ (written by scripts/make_mini_configs.py, which states the shared budget
+# and the size-scaling rule). Results: results/mini_paper/.
+#
+#   bash scripts/mini_paper.sh                 # everything: Table 3, then Table 4, then the figures
+#   bash scripts/mini_paper.sh --table 3       # one table
+#   bash scripts/mini_paper.sh --dry-run       # list every run, its state and the commands, run nothing
+#   bash scripts/mini_paper.sh --commit        # git-commit results/mini_paper/ after each finished run
+#
+# Per run: `lora-ft config validate` (a config the CLI refuses, e.g. BitFit on bias-free SmolLM2, becomes an n/a row of
+# results/mini_paper/tableN/not_applicable.tsv with the one-line reason), `lora-ft train` (--resume when checkpoints
+# exist), `lora-ft eval --run`. Per table and task: the untrained base model via `lora-ft eval --config ... --base`.
+# Then `lora-ft table` (markdown + LaTeX) and `lora-ft plot`. A finished run (results.json with an evaluation) is skipped,
+# so a rerun continues where the last one stopped. A failed run is reported and left alone (move it away to redo it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TABLES="3 4"
+DRY_RUN=0
+COMMIT=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --table) TABLES="$2"; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --commit) COMMIT=1; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "mini_paper.sh: unknown argument $1 (use --table 3|4, --dry-run, --commit)" >&2; exit 2 ;;
+  esac
+done
+for t in $TABLES; do
+  case "$t" in 3|4) ;; *) echo "mini_paper.sh: --table takes 3 or 4, got $t" >&2; exit 2 ;; esac
+done
+
+PY="${PYTHON:-.venv/bin/python}"
+[ -x "$PY" ] || PY="$(command -v python3)"
+LORA_FT=("$PY" -m lora_ft)
+OUT=results/mini_paper
+FAILED=()
+
+# The state of a run directory: done (evaluated), trained (to evaluate), partial (checkpoints: resume), failed, new.
+run_state() {
+  "$PY" - "$1" <<'PY'
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+results = run / "results.json"
+if not results.is_file():
+    print("partial" if (run / "checkpoints").is_dir() else "new"); sys.exit()
+data = json.loads(results.read_text())
+if data.get("evaluations"):
+    print("done")
+elif data.get("status") == "failed":
+    print("failed")
+elif data.get("status") == "trained":
+    print("trained")
+else:
+    print("partial" if (run / "checkpoints").is_dir() else "failed")
+PY
+}
+
+commit() {
+  if [ "$COMMIT" = 1 ]; then
+    git add "$OUT" && git commit -q -m "mini-paper: $1" -- "$OUT" || true
+  fi
+}
+
+run_config() {  # $1 = config file, $2 = table folder
+  local config="$1" table_dir="$2" name run state start
+  name="$(basename "$config" .yaml)"
+  run="$table_dir/$name"
+  if ! reason="$("${LORA_FT[@]}" config validate "$config" 2>&1 >/dev/null)"; then
+    echo "n/a   $name: ${reason#lora-ft: }"
+    if [ "$DRY_RUN" = 0 ]; then
+      mkdir -p "$table_dir"
+      touch "$table_dir/not_applicable.tsv"
+      grep -v "^$name	" "$table_dir/not_applicable.tsv" > "$table_dir/not_applicable.tsv.new" || true
+      printf '%s\t%s\t%s\n' "$name" "$config" "${reason#lora-ft: }" >> "$table_dir/not_applicable.tsv.new"
+      mv "$table_dir/not_applicable.tsv.new" "$table_dir/not_applicable.tsv"
+    fi
+    return 0
+  fi
+  state="$(run_state "$run")"
+  echo "$state $(printf '%*s' $((6 - ${#state})) '')$name: lora-ft train --config $config; lora-ft eval --run $run"
+  [ "$DRY_RUN" = 1 ] && return 0
+  start=$(date +%s)
+  # A run that fails is reported and the table goes on (its results.json says why); a rerun of the script skips it.
+  case "$state" in
+    done) return 0 ;;
+    failed) echo "  $run failed before (see its results.json / train.log); move it away to run it again" >&2; return 0 ;;
+    new) "${LORA_FT[@]}" train --config "$config" || { echo "  $name: training failed" >&2; FAILED+=("$name"); return 0; } ;;
+    partial) "${LORA_FT[@]}" train --config "$config" --resume || { echo "  $name: training failed" >&2; FAILED+=("$name"); return 0; } ;;
+  esac
+  "${LORA_FT[@]}" eval --run "$run" || { echo "  $name: evaluation failed" >&2; FAILED+=("$name"); return 0; }
+  printf '%s\t%s\t%s\n' "$name" "$(( $(date +%s) - start ))" "$(date -u +%FT%TZ)" >> "$table_dir/run_seconds.tsv"
+  commit "$name"
+}
+
+base_run() {  # $1 = a config of the task, $2 = the base run's directory: the untrained model's score
+  local config="$1" run="$2"
+  local state; state="$(run_state "$run")"
+  echo "$state $(printf '%*s' $((6 - ${#state})) '')$(basename "$run"): lora-ft eval --config $config --base output.dir=$run"
+  [ "$DRY_RUN" = 1 ] || [ "$state" = done ] && return 0
+  "${LORA_FT[@]}" eval --config "$config" --base "output.dir=$run" --overwrite \
+    || { echo "  $(basename "$run"): evaluation failed" >&2; FAILED+=("$(basename "$run")"); return 0; }
+  commit "$(basename "$run")"
+}
+
+for t in $TABLES; do
+  table_dir="$OUT/table$t"
+  echo "== Table $t (configs/mini/table$t/) =="
+  for config in configs/mini/table$t/*.yaml; do
+    run_config "$config" "$table_dir"
+  done
+  if [ "$t" = 3 ]; then
+    base_run configs/mini/table3/e2e_lora_r4.yaml "$table_dir/base/e2e_base"
+  else
+    base_run configs/mini/table4/mnli_lora_r1.yaml "$table_dir/base/mnli_base"
+    base_run configs/mini/table4/samsum_lora_r1.yaml "$table_dir/base/samsum_base"
+  fi
+  layout="table$t"
+  echo "table: lora-ft table --runs $table_dir --layout $layout --format markdown|latex --out $OUT/table$t.{md,tex}"
+  if [ "$DRY_RUN" = 0 ]; then
+    "${LORA_FT[@]}" table --runs "$table_dir" --layout "$layout" --format markdown --out "$OUT/table$t.md" --overwrite
+    "${LORA_FT[@]}" table --runs "$table_dir" --layout "$layout" --format latex --out "$OUT/table$t.tex" --overwrite
+    commit "table $t"
+  fi
+done
+
+echo "figures: lora-ft plot --runs $OUT/table3 $OUT/table4 --out $OUT/figures --kind figure2"
+if [ "$DRY_RUN" = 0 ]; then
+  runs=(); for t in $TABLES; do runs+=("$OUT/table$t"); done
+  "${LORA_FT[@]}" plot --runs "${runs[@]}" --out "$OUT/figures" --kind figure2
+  commit "figures"
+fi
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  echo "mini_paper.sh: ${#FAILED[@]} run(s) failed: ${FAILED[*]}" >&2
+  exit 1
+fi
