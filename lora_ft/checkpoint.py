@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -47,11 +46,10 @@ class CheckpointError(UserError, RuntimeError):
 
 
 def _warn(message: str, accelerator=None) -> None:
-    """To train.log and, since the run log is a file only, to the terminal as well (main process only, unless the
-    message is about this process)."""
+    """To train.log and the terminal (console.py prints warnings; main process only, unless the message is about
+    this process)."""
     if accelerator is None or accelerator.is_main_process:
         logger.warning(message)
-        print(f"lora-ft: warning: {message}", file=sys.stderr)
 
 
 # -- trained tensors ---------------------------------------------------------------------------------------------------

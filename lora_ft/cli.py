@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_examples import add_examples
+from . import console
 from .errors import EXIT_USER_ERROR, UserError
 from .schema import ConfigError
 
@@ -180,6 +181,10 @@ def epochs_choice(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lora-ft", description="Reproduce the LoRA paper's experiments.")
     parser.add_argument("--version", action="version", version=f"lora-ft {__version__}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print errors only, no progress bars")
+    loudness.add_argument("-v", "--verbose", action="count", default=0,
+                          help="print progress lines (also on a terminal); -vv: debug lines too")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p, required=True):
@@ -264,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     of `UserError` (lora_ft/errors.py) where the mistake is found, with a message naming the file or key and the fix;
     anything else is a bug and keeps its traceback (exit 1)."""
     args = build_parser().parse_args(argv)
+    console.configure(-1 if args.quiet else args.verbose)
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import console
+
 NEG_INF = float("-inf")
 
 
@@ -97,7 +99,7 @@ def beam_search(
     model.eval()
     try:
         with torch.inference_mode():
-            for batch in tqdm(batches, desc="beam search", unit="batch", disable=not progress):
+            for batch in tqdm(batches, desc="beam search", unit="batch", disable=not (progress and console.progress_bars())):
                 decoded = _search_batch(model, [prompts[i] for i in batch], config, pad_token_id, device, cache_keyword)
                 for i, (ids, _score) in zip(batch, decoded):
                     results[i] = ids

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from . import console
 from .build import adapted_model, parameter_report, preflight
 from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
 from .config import RunConfig
@@ -277,7 +278,8 @@ class Trainer:
             self._write_config()
             write_results(self.run_dir, self.results)
         logger.info("parameters: %d trainable of %d", self.report["trainable"], self.report["total"])
-        self.bar = tqdm(total=self.total_steps, initial=p.step, disable=not acc.is_main_process, desc="train")
+        self.bar = tqdm(total=self.total_steps, initial=p.step, desc="train",
+                        disable=not (acc.is_main_process and console.progress_bars()))
         self.model.train()
         try:
             while p.epoch < t.epochs:

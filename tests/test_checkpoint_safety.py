@@ -198,10 +198,17 @@ def test_no_module_can_unpickle():
 
 # -- damaged checkpoints -------------------------------------------------------------------------------------------------
 
+@pytest.fixture
+def cli_console():
+    """Warnings reach stderr as the CLI prints them (console.py: `lora-ft: warning: ...`)."""
+    from lora_ft import console
+
+    console.configure(0)
+
 
 @pytest.mark.parametrize("damage", ["truncate", "flip a byte"])
 @pytest.mark.parametrize("name", CHECKPOINT_FILES)
-def test_a_damaged_latest_checkpoint_is_skipped_by_name(tiny, tmp_path, capsys, name, damage):
+def test_a_damaged_latest_checkpoint_is_skipped_by_name(tiny, tmp_path, capsys, cli_console, name, damage):
     training = Training(tiny, steps=2)
     training.save(tmp_path, "step-2")
     at_step_2 = (training.trained(), copy.deepcopy(training.optimizer.state_dict()), training.scheduler.state_dict())
@@ -224,7 +231,7 @@ def test_a_damaged_latest_checkpoint_is_skipped_by_name(tiny, tmp_path, capsys, 
     assert continuing == f"lora-ft: warning: --resume: continuing from {tmp_path / 'step-2'} (step 2), the newest intact checkpoint"
 
 
-def test_a_checkpoint_cut_short_by_a_full_disk_leaves_the_previous_one_in_use(tiny, tmp_path, monkeypatch, capsys):
+def test_a_checkpoint_cut_short_by_a_full_disk_leaves_the_previous_one_in_use(tiny, tmp_path, monkeypatch, capsys, cli_console):
     import lora_ft.checkpoint as checkpoint
 
     training = Training(tiny, steps=2)
@@ -249,7 +256,7 @@ def test_a_checkpoint_cut_short_by_a_full_disk_leaves_the_previous_one_in_use(ti
     assert "incomplete" in capsys.readouterr().err
 
 
-def test_resuming_with_more_processes_warns_once_that_random_draws_differ(tiny, tmp_path, capsys):
+def test_resuming_with_more_processes_warns_once_that_random_draws_differ(tiny, tmp_path, capsys, cli_console):
     Training(tiny, steps=2).save(tmp_path, "step-2")  # one process: rng-0 only
     for rank in (0, 1):
         process = OneProcess()
@@ -277,7 +284,7 @@ def test_the_final_weights_are_verified_when_a_run_is_read(tiny, tmp_path):
 
 
 @pytest.mark.slow  # three tiny trainings: about 12 s of CPU
-def test_resume_falls_back_past_a_damaged_checkpoint_to_the_same_final_weights(tmp_path, monkeypatch, capsys):
+def test_resume_falls_back_past_a_damaged_checkpoint_to_the_same_final_weights(tmp_path, monkeypatch, capsys, cli_console):
     from lora_ft.config import config_from_dict
     from lora_ft.train import Trainer, train
     from tiny_runs import tiny_run_config
