@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
@@ -36,6 +35,7 @@ from .build import adapted_model, parameter_report, preflight
 from .checkpoint import TRAINED_FILE, load_trained, save_trained
 from .config import RunConfig
 from .data import CausalLMCollator, VirtualTokens, build_train_dataset
+from .loss import completion_loss, completion_loss_per_example, completion_positions
 from .models.loading import load_tokenizer
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_json_atomic, write_results, write_text_atomic
 from .tasks import get_task
@@ -78,16 +78,6 @@ def virtual_tokens_for(method, model) -> VirtualTokens:
     return VirtualTokens(
         prefix_ids=tuple(range(vocab, vocab + prefix)), infix_ids=tuple(range(vocab + prefix, vocab + prefix + infix))
     )
-
-
-def completion_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of token losses, number of completion tokens): next-token loss on labelled positions only."""
-    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    shift_labels = labels[:, 1:].reshape(-1)
-    loss_sum = F.cross_entropy(
-        shift_logits, shift_labels, ignore_index=-100, label_smoothing=label_smoothing, reduction="sum"
-    )
-    return loss_sum, (shift_labels != -100).sum()
 
 
 @dataclass
@@ -272,8 +262,10 @@ class Trainer:
     def _training_step(self, batch) -> tuple[float, int]:
         acc, t = self.accelerator, self.cfg.training
         with acc.accumulate(self.model):
-            outputs = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            loss_sum, tokens = completion_loss(outputs.logits, batch["labels"], t.label_smoothing)
+            # the LM head and the loss on completion positions only (lora_ft/loss.py; same numbers)
+            with completion_positions(self.model, batch["labels"]) as (targets, _rows):
+                outputs = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            loss_sum, tokens = completion_loss(outputs.logits, targets, t.label_smoothing)
             global_tokens = acc.gather(tokens.detach()).sum().clamp(min=1)
             # DDP averages gradients over processes: scaling by their number makes this the global token mean.
             acc.backward(loss_sum * acc.num_processes / global_tokens)
@@ -294,13 +286,10 @@ class Trainer:
         self.model.eval()
         loss_total, token_total = 0.0, 0
         for batch in self.valid_loader:
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            labels = batch["labels"][:, 1:]
-            token_losses = F.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
-            )
+            with completion_positions(self.model, batch["labels"]) as (targets, rows):
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             example_losses, example_tokens = self.accelerator.gather_for_metrics(
-                (token_losses.sum(dim=1), (labels != -100).sum(dim=1))
+                completion_loss_per_example(logits, targets, rows, batch["labels"].shape[0])
             )
             loss_total += float(example_losses.sum())
             token_total += int(example_tokens.sum())

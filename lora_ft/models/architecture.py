@@ -66,6 +66,8 @@ class Architecture:
     hidden_size_key: str = "hidden_size"
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # the output projection to the vocabulary, from the model root (lora_ft.loss applies it to completion positions)
+    lm_head: str = "lm_head"
 
     def block_list(self, model: "nn.Module") -> "nn.ModuleList":
         return model.get_submodule(self.blocks)
