@@ -60,7 +60,14 @@ def completion_positions(model: nn.Module, labels: torch.Tensor) -> Iterator[tup
 def completion_loss(
     logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of token losses, number of completion tokens) from the gathered logits (tokens, vocabulary)."""
+    """(sum of token losses, number of completion tokens).
+
+    From gathered logits (tokens, vocabulary) and their ``targets`` (tokens,), as :func:`completion_positions`
+    yields them; or, as before this module existed, from full logits (batch, length, vocabulary) and the batch's
+    ``labels`` (batch, length), which is :func:`full_logits_loss`.
+    """
+    if logits.dim() == 3:
+        return full_logits_loss(logits, targets, label_smoothing)
     loss_sum = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, reduction="sum")
     return loss_sum, torch.tensor(targets.numel(), device=targets.device)
 

@@ -52,6 +52,8 @@ def test_gathered_loss_and_gradients_equal_the_full_logits_reference(tiny, famil
         assert logits.shape == (int(ref_tokens), model.config.vocab_size)  # only completion positions
         assert int(tokens) == int(ref_tokens) == 8  # 5 + 3 completion tokens
         torch.testing.assert_close(loss, reference, rtol=1e-5, atol=0)
+        full = model(input_ids=input_ids, attention_mask=mask).logits  # the old call shape still works
+        assert completion_loss(full, labels, smoothing)[0].item() == pytest.approx(reference.item(), rel=1e-6)
         for got, want in zip(grads(model), expected, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
     # the hook is gone after the block: the model returns full logits again
