@@ -138,8 +138,11 @@ def _search_batch(
     input_ids, attention_mask, position_ids = _left_pad(prompts, pad_token_id, device)
     stop_ids = torch.tensor(config.stop_token_ids, dtype=torch.long, device=device)
 
+    # Only the last position's logits are used: where the model can skip the others (transformers' logits_to_keep),
+    # the prompt pass runs the LM head on one position instead of the whole prompt.
+    last_only = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-                **{cache_keyword: None})
+                **{cache_keyword: None}, **last_only)
     logits, cache = out.logits[:, -1, :], _returned_cache(out)
     vocab = logits.shape[-1]
     if num_beams > vocab:
@@ -160,15 +163,19 @@ def _search_batch(
         logits = logits.float()  # scores in fp32 whatever the model's dtype, as the authors' fp32 decoding
         if ngram > 0:
             _ban_repeated_ngrams_(logits, history, ngram)
-        # A row whose every token is banned (only possible with a vocabulary smaller than the output) gives NaN: make it
-        # -inf so that it can never be chosen.
-        log_probs = torch.log_softmax(logits, dim=-1).nan_to_num_(nan=NEG_INF)
-
+        log_probs = torch.log_softmax(logits, dim=-1)
+        # The best `num_beams` continuations of all beams are among each beam's own best `num_beams` tokens (a beam's
+        # summed score shifts all its candidates alike), so rank those: beams x num_beams candidates per prompt
+        # instead of beams x vocabulary (the same values, the same sums, no full-vocabulary addition or ranking).
+        row_best, row_tokens = log_probs.topk(num_beams, dim=1)
+        # A row whose every token is banned (only possible with a vocabulary smaller than the output) gives NaN: make
+        # it -inf so that it can never be chosen.
+        row_best = row_best.nan_to_num_(nan=NEG_INF)
         rows_per_prompt = beam_scores.shape[1]
-        candidates = (beam_scores[:, :, None] + log_probs.view(active, rows_per_prompt, vocab)).view(active, -1)
+        candidates = (beam_scores[:, :, None] + row_best.view(active, rows_per_prompt, num_beams)).view(active, -1)
         top_scores, top_index = candidates.topk(num_beams, dim=1)  # sorted, best first, like the authors'
-        source_rows = torch.arange(active, device=device)[:, None] * rows_per_prompt + top_index // vocab
-        tokens = top_index % vocab
+        source_rows = torch.arange(active, device=device)[:, None] * rows_per_prompt + top_index // num_beams
+        tokens = row_tokens.view(active, -1).gather(1, top_index)
         history = torch.cat([history[source_rows.view(-1)], tokens.view(-1, 1)], dim=1)
 
         finished = torch.isin(tokens, stop_ids)
@@ -281,11 +288,10 @@ def _ban_repeated_ngrams_(logits: torch.Tensor, history: torch.Tensor, n: int) -
     suffix = history[:, length - n + 1 :]  # the last n - 1 generated tokens
     matches = (windows == suffix[:, None, :]).all(dim=2)
     followers = history[:, n - 1 :]  # the token after window j
-    # Scatter a constant True (deterministic even with repeated indices); non-matches go to a spare last column.
-    vocab = logits.shape[1]
-    banned = torch.zeros(rows, vocab + 1, dtype=torch.bool, device=logits.device)
-    banned.scatter_(1, torch.where(matches, followers, vocab), True)
-    logits.masked_fill_(banned[:, :vocab], NEG_INF)
+    # Write -inf at the banned (row, token) pairs only, not through a rows x vocabulary mask (the same constant
+    # written twice to a repeated pair is deterministic).
+    row, window = matches.nonzero(as_tuple=True)
+    logits[row, followers[row, window]] = NEG_INF
 
 
 def _left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device
@@ -306,6 +312,11 @@ def _model_device(model: nn.Module) -> torch.device:
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def _accepts(model: nn.Module, keyword: str) -> bool:
+    """Whether the model's forward names `keyword` (a wrapper taking **kwargs may not pass it on: not assumed)."""
+    return keyword in inspect.signature(model.forward).parameters
 
 
 def _cache_keyword(model: nn.Module) -> str:

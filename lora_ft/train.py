@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
@@ -36,6 +35,7 @@ from .build import adapted_model, parameter_report, preflight
 from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
 from .config import RunConfig
 from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
+from .loss import completion_loss, completion_loss_per_example, completion_positions
 from .models.loading import load_tokenizer
 from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, check_run_dir, close_run_log, open_run_log, run_dir_of
 from .atomic import DiskFullError, disk_full_error
@@ -50,16 +50,6 @@ from .stop_points import stop_point
 from .schema import ConfigError
 
 logger = logging.getLogger("lora_ft.train")
-
-def completion_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of token losses, number of completion tokens): next-token loss on labelled positions only."""
-    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    shift_labels = labels[:, 1:].reshape(-1)
-    loss_sum = F.cross_entropy(
-        shift_logits, shift_labels, ignore_index=-100, label_smoothing=label_smoothing, reduction="sum"
-    )
-    return loss_sum, (shift_labels != -100).sum()
-
 
 
 
@@ -221,11 +211,14 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------------------------------
 
     def _training_step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch; returns (loss sum, completion tokens) over all processes, as device tensors: no host sync."""
+        """One batch; returns (loss sum, completion tokens) over all processes, as device tensors (no host sync for the
+        loss; selecting the completion positions, loss.py, is the one per step)."""
         acc, t = self.accelerator, self.cfg.training
         with acc.accumulate(self.model):
-            outputs = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            loss_sum, tokens = completion_loss(outputs.logits, batch["labels"], t.label_smoothing)
+            # the LM head and the loss on completion positions only (lora_ft/loss.py; same numbers)
+            with completion_positions(self.model, batch["labels"]) as (targets, _rows):
+                outputs = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            loss_sum, tokens = completion_loss(outputs.logits, targets, t.label_smoothing)
             global_tokens = acc.gather(tokens.detach()).sum().clamp(min=1)
             # DDP averages gradients over processes: scaling by their number makes this the global token mean.
             acc.backward(loss_sum * acc.num_processes / global_tokens)
@@ -252,13 +245,10 @@ class Trainer:
         self.model.eval()
         loss_total, token_total = 0.0, 0
         for batch in self.valid_loader:
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            labels = batch["labels"][:, 1:]
-            token_losses = F.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
-            )
+            with completion_positions(self.model, batch["labels"]) as (targets, rows):
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             example_losses, example_tokens = self.accelerator.gather_for_metrics(
-                (token_losses.sum(dim=1), (labels != -100).sum(dim=1))
+                completion_loss_per_example(logits, targets, rows, batch["labels"].shape[0])
             )
             loss_total += float(example_losses.sum())
             token_total += int(example_tokens.sum())

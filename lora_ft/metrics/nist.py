@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-__all__ = ["mteval_tokenize", "corpus_nist"]
+__all__ = ["mteval_tokenize", "lowercase_tokens", "ReferenceCounts", "corpus_nist", "nist_of_tokens"]
 
 # mteval-v13a.pl's beta, chosen so that the penalty is 0.5 when the output is 2/3 of the reference length.
 _BETA = -math.log(0.5) / math.log(1.5) ** 2
@@ -53,6 +53,30 @@ def _ngrams(n: int, tokens: list[str]) -> list[_Ngram]:
     return list(zip(*[tokens[i:] for i in range(n)]))
 
 
+def lowercase_tokens(sentence: str) -> list[str]:
+    """MT-Eval v13a tokens, lower-cased (the official scorer's BLEU and NIST are both case-insensitive)."""
+    return [token.lower() for token in mteval_tokenize(sentence)]
+
+
+class ReferenceCounts:
+    """The n-gram counts (n = 1..max_ngram) of one segment's tokenised references, shared by BLEU and NIST.
+
+    ``per_reference``: a Counter per reference; ``clip``: each n-gram's highest count in any one reference.
+    """
+
+    def __init__(self, references: Sequence[list[str]], max_ngram: int) -> None:
+        self.lengths = [len(tokens) for tokens in references]
+        self.per_reference: list[Counter[_Ngram]] = []
+        self.clip: dict[_Ngram, int] = {}
+        for tokens in references:
+            counts = Counter([ngram for n in range(1, max_ngram + 1) for ngram in _ngrams(n, tokens)])
+            self.per_reference.append(counts)
+            clip = self.clip
+            for ngram, count in counts.items():
+                if count > clip.get(ngram, 0):
+                    clip[ngram] = count
+
+
 def corpus_nist(predictions: Sequence[str], references: Sequence[Sequence[str]], max_ngram: int = 5) -> float:
     """Corpus NIST of ``predictions`` (one string per segment) against ``references`` (strings per segment).
 
@@ -61,26 +85,27 @@ def corpus_nist(predictions: Sequence[str], references: Sequence[Sequence[str]],
     """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} reference groups")
-    ref_totals: Counter[_Ngram] = Counter()  # every reference n-gram (n = 1..max_ngram) over the whole corpus
-    ref_token_total = 0  # the "0-gram" count: all reference tokens
+    if any(len(refs) == 0 for refs in references):
+        raise ValueError("every segment needs at least one reference")
+    outputs = [lowercase_tokens(prediction) for prediction in predictions]
+    counts = [ReferenceCounts([lowercase_tokens(ref) for ref in refs], max_ngram) for refs in references]
+    return nist_of_tokens(outputs, counts, max_ngram)
+
+
+def nist_of_tokens(outputs: Sequence[list[str]], references: Sequence[ReferenceCounts], max_ngram: int = 5) -> float:
+    """:func:`corpus_nist` on lower-cased tokens and reference counts made with the same ``max_ngram``."""
+    # every reference n-gram (n = 1..max_ngram) over the whole corpus, counted in C rather than by Counter.update
+    ref_totals: Counter[_Ngram] = Counter()
+    for segment in references:
+        for counts in segment.per_reference:
+            ref_totals.update(counts.elements())
+    ref_token_total = sum(sum(segment.lengths) for segment in references)  # the "0-gram" count
     hit_ngrams: list[list[dict[_Ngram, int]]] = [[] for _ in range(max_ngram)]
     cand_lens: list[list[int]] = [[] for _ in range(max_ngram)]
     avg_ref_len = 0.0
-    for prediction, refs in zip(predictions, references):
-        if len(refs) == 0:
-            raise ValueError("every segment needs at least one reference")
-        # Lower-cased up front; the original lower-cases inside its n-gram function, which is the same.
-        pred_tokens = [tok.lower() for tok in mteval_tokenize(prediction)]
-        ref_counts = []
-        ref_len_sum = 0
-        for ref in refs:
-            tokens = [tok.lower() for tok in mteval_tokenize(ref)]
-            counts = Counter(ngram for n in range(1, max_ngram + 1) for ngram in _ngrams(n, tokens))
-            ref_counts.append(counts)
-            ref_totals.update(counts)
-            ref_len_sum += len(tokens)
-        ref_token_total += ref_len_sum
-        avg_ref_len += ref_len_sum / float(len(refs))  # the per-segment average, summed (one addition each)
+    for pred_tokens, segment in zip(outputs, references):
+        avg_ref_len += sum(segment.lengths) / float(len(segment.lengths))  # per-segment average, summed in order
+        clip = segment.clip
         for n in range(max_ngram):
             cand_lens[n].append(len(pred_tokens) - n)
             pred_counts: dict[_Ngram, int] = {}  # in order of first occurrence, as the original's dict
@@ -89,7 +114,7 @@ def corpus_nist(predictions: Sequence[str], references: Sequence[Sequence[str]],
             hits: dict[_Ngram, int] = {}
             for ngram, count in pred_counts.items():
                 # Clipped by the highest count of the n-gram in any one reference.
-                matched = min(count, max(counts.get(ngram, 0) for counts in ref_counts))
+                matched = min(count, clip.get(ngram, 0))
                 if matched:
                     hits[ngram] = matched
             hit_ngrams[n].append(hits)

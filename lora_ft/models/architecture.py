@@ -74,6 +74,8 @@ class Architecture:
     examples: str = ""  # well-known models of the family, for messages
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # the output projection to the vocabulary, from the model root (lora_ft.loss applies it to completion positions)
+    lm_head: str = "lm_head"
 
     def block_list(self, model: "nn.Module") -> "nn.ModuleList":
         return model.get_submodule(self.blocks)

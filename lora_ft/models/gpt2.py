@@ -8,6 +8,7 @@ GPT2 = Architecture(
     blocks="transformer.h",
     input_embedding="transformer.wte",
     final_norm="transformer.ln_f",
+    lm_head="lm_head",
     weights={
         "q": WeightLocation("attn.c_attn", fused="concat", part=0, parts=3),
         "k": WeightLocation("attn.c_attn", fused="concat", part=1, parts=3),

@@ -8,6 +8,7 @@ GPTJ = Architecture(
     blocks="transformer.h",
     input_embedding="transformer.wte",
     final_norm="transformer.ln_f",
+    lm_head="lm_head",
     weights={
         "q": WeightLocation("attn.q_proj"),
         "k": WeightLocation("attn.k_proj"),

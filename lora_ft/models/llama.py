@@ -8,6 +8,7 @@ LLAMA = Architecture(
     blocks="model.layers",
     input_embedding="model.embed_tokens",
     final_norm="model.norm",
+    lm_head="lm_head",
     weights={
         "q": WeightLocation("self_attn.q_proj"),
         "k": WeightLocation("self_attn.k_proj"),

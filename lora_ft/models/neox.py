@@ -8,6 +8,7 @@ NEOX = Architecture(
     blocks="gpt_neox.layers",
     input_embedding="gpt_neox.embed_in",
     final_norm="gpt_neox.final_layer_norm",
+    lm_head="lm_head",  # "embed_out" before transformers 5
     weights={
         # transformers views the output as (..., heads, 3 * head_dim) and chunks the last axis into q, k, v.
         "q": WeightLocation("attention.query_key_value", fused="per_head", part=0, parts=3),

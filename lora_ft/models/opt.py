@@ -8,6 +8,7 @@ OPT = Architecture(
     blocks="model.decoder.layers",
     input_embedding="model.decoder.embed_tokens",
     final_norm="model.decoder.final_layer_norm",
+    lm_head="lm_head",
     weights={
         "q": WeightLocation("self_attn.q_proj"),
         "k": WeightLocation("self_attn.k_proj"),
