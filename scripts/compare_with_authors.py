@@ -122,9 +122,9 @@ step_fn = trainer._training_step
 
 
 def recording_step(batch):
-    loss, tokens = step_fn(batch)
-    ours_losses.append(loss)
-    return loss, tokens
+    loss_sum, tokens = step_fn(batch)  # device tensors over all processes (the Trainer syncs once per log interval)
+    ours_losses.append(float(loss_sum / tokens))  # the step's token-mean loss, as the authors' AverageMeter sees it
+    return loss_sum, tokens
 
 
 trainer._training_step = recording_step
