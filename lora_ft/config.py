@@ -320,7 +320,7 @@ def _drop_other_methods_keys(data: dict, file_method: dict, set_keys: set[str]) 
         del method[key]
     if dropped:
         logger.warning(
-            "note: method.name=%s replaces %s: dropped the config's %s (%s's own keys: lora-ft config help --method %s)",
+            "method.name=%s replaces %s: dropped the config's %s (%s's own keys: lora-ft config help --method %s)",
             new, old, ", ".join(f"method.{k}" for k in dropped), new, new,
         )
 

@@ -20,7 +20,7 @@ def lora_file(tmp_path):
 
 
 def _notes(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "note:" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "replaces" in r.getMessage()]
 
 
 def test_switching_to_bitfit_drops_loras_keys_with_one_note(lora_file, caplog):
@@ -68,5 +68,5 @@ def test_the_cli_prints_the_note_once_on_stderr(lora_file):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith(": valid")
     assert [line for line in out.stderr.splitlines() if line.strip()] == [
-        line for line in out.stderr.splitlines() if line.startswith("note: method.name=bitfit replaces lora")
-    ] and out.stderr.count("note:") == 1
+        line for line in out.stderr.splitlines() if line.startswith("lora-ft: warning: method.name=bitfit replaces lora")
+    ] and out.stderr.count("method.name=bitfit replaces lora") == 1
