@@ -72,16 +72,19 @@ def _format_scores(scores: dict) -> str:
 
 def cmd_params(args) -> int:
     cfg = _load(args)
-    from .build import count_for_config
+    from .build import count_for_config, preflight
+    from .memory import estimate_training_memory, format_memory
 
     report = count_for_config(cfg)
+    memory = estimate_training_memory(cfg, report, preflight(cfg))
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps({**report, "memory": memory}))
     else:
         print(f"trainable {report['trainable']:,}  total {report['total']:,}  "
               f"({100 * report['trainable'] / report['total']:.4f}% trainable)")
         for kind, n in report["by_kind"].items():
             print(f"  {n:>14,}  {kind}")
+        print(format_memory(memory))
     return 0
 
 

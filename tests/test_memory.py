@@ -1,0 +1,56 @@
+"""lora_ft.memory's training-memory estimate against the measured peak of real CPU training steps (within 20%).
+
+The measure (tests/memory_probe.py) is the peak resident set of a fresh process during two training steps, minus its
+resident set before the model was built: independent of the estimate's formulas. Every position is a completion
+token there, so the estimate's logits term (an upper bound in general) is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _probe(*args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MALLOC_MMAP_THRESHOLD_": "131072"}
+    out = subprocess.run([sys.executable, str(REPO / "tests" / "memory_probe.py"), *args], env=env, check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow  # ~12 s each: a fresh process per measure, and GPT-2-wide blocks so runtime noise stays small
+@pytest.mark.parametrize("args", [("lora",), ("ft",), ("lora", "4", "4", "256")], ids=["lora-2x8x128", "ft-2x8x128", "lora-4x4x256"])
+def test_estimate_within_20_percent_of_measured_peak(args):
+    result = _probe(*args)
+    estimate, measured = result["estimate"]["total"], result["measured"]
+    assert abs(estimate - measured) <= 0.2 * measured, (
+        f"estimate {estimate / 1e6:.1f} MB vs measured {measured / 1e6:.1f} MB ({result})")
+    # The weights alone are exact: params x 4 bytes against the resident set after building the model.
+    assert abs(result["estimate"]["weights"] - result["weights_measured"]) <= 0.05 * result["weights_measured"]
+
+
+def test_components_by_hand():
+    """The formulas on a hand-computed example: GPT-2 small's shape, LoRA counts given, batch 2 x length 10."""
+    from types import SimpleNamespace
+
+    from lora_ft.memory import estimate_training_memory
+
+    cfg = SimpleNamespace(model=SimpleNamespace(dtype="bfloat16"),
+                          training=SimpleNamespace(batch_size=2, mixed_precision="no"),
+                          task=SimpleNamespace(max_length=10))
+    gpt2 = SimpleNamespace(hidden_size=768, num_attention_heads=12, n_inner=None, num_hidden_layers=12,
+                           vocab_size=50257, model_type="gpt2", activation_function="gelu_new")
+    m = estimate_training_memory(cfg, {"trainable": 1000, "total": 124_000_000}, gpt2)
+    assert m["weights"] == 124_000_000 * 2 and m["gradients"] == 1000 * 2 and m["optimizer"] == 1000 * 8
+    # per token per block: 2h + (h + 3h + h + h) + h + 5 * 4h = 29h; plus the embedding output h; bf16 weights -> 2 bytes
+    assert m["activations"] == 20 * (12 * 29 * 768 + 768) * 2
+    assert m["logits"] == 20 * 50257 * 4 * 3
+    assert m["total"] == sum(m[k] for k in ("weights", "gradients", "optimizer", "activations", "logits"))
+    assert m["fits"] == {"24GB": True, "40GB": True, "80GB": True}
