@@ -54,3 +54,39 @@ def test_components_by_hand():
     assert m["logits"] == 20 * 50257 * 4 * 3
     assert m["total"] == sum(m[k] for k in ("weights", "gradients", "optimizer", "activations", "logits"))
     assert m["fits"] == {"24GB": True, "40GB": True, "80GB": True}
+
+
+TABLE4 = sorted(REPO.glob("configs/*_gpt3standin_*.yaml"))
+
+
+def test_table4_lora_configs_fit_one_80gb_gpu_and_keep_the_papers_batch():
+    """Table 4 (Qwen2.5-7B, shipped shape): every LoRA config at <= 72 GB (80 GB less 10%); full FT does not fit."""
+    from lora_ft.build import count_for_config, preflight
+    from lora_ft.config import load_config
+    from lora_ft.memory import estimate_training_memory
+
+    assert len(TABLE4) == 24
+    for path in TABLE4:
+        cfg = load_config(path)
+        assert cfg.training.batch_size * cfg.training.gradient_accumulation_steps == 128, path  # paper Table 12
+        if "_lora_" not in path.name and "_ft" not in path.name:
+            continue
+        counts = count_for_config(cfg)
+        # The shipped shape against Qwen2.5-7B's published size (7.61B parameters).
+        assert round((counts["total"] - (counts["trainable"] if "_lora_" in path.name else 0)) / 1e7) == 762, counts
+        total = estimate_training_memory(cfg, counts, preflight(cfg))["total"]
+        if "_lora_" in path.name:
+            assert total <= 72e9, (path.name, total)
+        else:
+            assert total > 80e9, (path.name, total)
+
+
+def test_params_json_has_the_memory_estimate():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "lora_ft", "params", "--json", "--config", str(REPO / "configs" / "e2e_gpt2m_r4.yaml")],
+                         env=env, check=True, capture_output=True, text=True, timeout=120).stdout
+    report = json.loads(out)
+    memory = report["memory"]
+    assert memory["total"] == sum(memory[k] for k in ("weights", "gradients", "optimizer", "activations", "logits"))
+    assert memory["weights"] == report["total"] * 4  # configs/e2e_gpt2m_r4.yaml: float32 weights
+    assert set(memory["fits"]) == {"24GB", "40GB", "80GB"}

