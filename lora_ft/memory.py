@@ -97,7 +97,7 @@ def estimate_training_memory(cfg, counts: dict, model_config) -> dict:
 def format_memory(m: dict) -> str:
     """Human lines for `lora-ft params`."""
     fits = [g for g in GPU_SIZES_GB if m["fits"][f"{g}GB"]]
-    verdict = f"fits a {fits[0]} GB GPU" if fits else f"does not fit one {GPU_SIZES_GB[-1]} GB GPU"
+    verdict = f"fits a GPU of {fits[0]} GB" if fits else f"does not fit one GPU of {GPU_SIZES_GB[-1]} GB"
     parts = "  ".join(f"{k} {m[k] / GB:.2f}" for k in ("weights", "gradients", "optimizer", "activations", "logits"))
     return (f"training memory (estimate, one GPU) {m['total'] / GB:.2f} GB: {verdict} (24/40/80 GB)\n"
             f"  GB: {parts}\n"

@@ -54,6 +54,11 @@ def test_components_by_hand():
     assert m["logits"] == 20 * 50257 * 4 * 3
     assert m["total"] == sum(m[k] for k in ("weights", "gradients", "optimizer", "activations", "logits"))
     assert m["fits"] == {"24GB": True, "40GB": True, "80GB": True}
+    from lora_ft.memory import format_memory
+
+    assert "fits a GPU of 24 GB" in format_memory(m)
+    m = estimate_training_memory(cfg, {"trainable": 1000, "total": 30_000_000_000}, gpt2)  # 60 GB of bf16 weights
+    assert m["fits"] == {"24GB": False, "40GB": False, "80GB": True} and "fits a GPU of 80 GB" in format_memory(m)
 
 
 TABLE4 = sorted(REPO.glob("configs/*_gpt3standin_*.yaml"))
