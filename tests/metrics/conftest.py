@@ -28,6 +28,20 @@ def e2e_test_set(shared_data: Path) -> tuple[list[str], list[list[str]]]:
 
 
 @pytest.fixture(scope="session")
+def tokenized_e2e_references(e2e_test_set: tuple[list[str], list[list[str]]]) -> list[list[str]]:
+    """The first 300 test MRs' references, PTB-tokenised as the COCO scorers see them, grouped per MR."""
+    from lora_ft.metrics.ptb_tokenizer import coco_tokenize_batch
+
+    references = e2e_test_set[1][:300]
+    flat = coco_tokenize_batch([ref for refs in references for ref in refs])
+    groups, start = [], 0
+    for refs in references:
+        groups.append(flat[start : start + len(refs)])
+        start += len(refs)
+    return groups
+
+
+@pytest.fixture(scope="session")
 def e2e_example(shared_data: Path) -> tuple[list[str], list[list[str]]]:
     """The official scorer's example: (baseline outputs, reference groups), read without the code under test."""
     folder = shared_data / "e2e-metrics-example"

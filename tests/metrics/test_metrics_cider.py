@@ -6,7 +6,6 @@ import pytest
 from pycocoevalcap.cider.cider import Cider
 
 from lora_ft.metrics.cider import corpus_cider
-from lora_ft.metrics.ptb_tokenizer import coco_tokenize_batch
 
 
 def coco_cider(hypotheses: list[str], references: list[list[str]]) -> float:
@@ -21,14 +20,8 @@ def test_hand_made_corner_cases() -> None:
     assert corpus_cider(hypotheses, references) == pytest.approx(coco_cider(hypotheses, references), rel=1e-12)
 
 
-def test_e2e_test_set(e2e_test_set: tuple[list[str], list[list[str]]]) -> None:
-    _, references = e2e_test_set
-    references = references[:300]
-    flat = coco_tokenize_batch([ref for refs in references for ref in refs])
-    groups, start = [], 0
-    for refs in references:
-        groups.append(flat[start : start + len(refs)])
-        start += len(refs)
+def test_e2e_test_set(tokenized_e2e_references: list[list[str]]) -> None:
+    groups = tokenized_e2e_references
     # outputs: a shortened first reference, a reference of another MR, and a perfect one, in turn
     hypotheses = [
         [" ".join(refs[0].split()[:7]), groups[(i + 1) % len(groups)][0], refs[-1]][i % 3]

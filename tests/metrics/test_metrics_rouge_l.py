@@ -7,7 +7,6 @@ import random
 from pycocoevalcap.rouge.rouge import Rouge, my_lcs
 
 from lora_ft.metrics.rouge_l import corpus_rouge_l, lcs_length
-from lora_ft.metrics.ptb_tokenizer import coco_tokenize_batch
 
 
 def test_lcs_equals_the_dynamic_programme_on_random_sequences() -> None:
@@ -18,14 +17,8 @@ def test_lcs_equals_the_dynamic_programme_on_random_sequences() -> None:
         assert lcs_length(a, b) == my_lcs(a, b) == lcs_length(b, a)
 
 
-def test_e2e_test_set_and_corner_cases(e2e_test_set: tuple[list[str], list[list[str]]]) -> None:
-    _, references = e2e_test_set
-    references = references[:300]
-    flat = coco_tokenize_batch([ref for refs in references for ref in refs])
-    groups, start = [], 0
-    for refs in references:
-        groups.append(flat[start : start + len(refs)])
-        start += len(refs)
+def test_e2e_test_set_and_corner_cases(tokenized_e2e_references: list[list[str]]) -> None:
+    groups = tokenized_e2e_references
     hypotheses = [" ".join(refs[0].split()[: 3 + i % 9]) for i, refs in enumerate(groups)]
     hypotheses[:3] = ["", "zzz", groups[2][1]]
     gts = {i: refs for i, refs in enumerate(groups)}
