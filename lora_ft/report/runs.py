@@ -70,10 +70,20 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[LoadedRun], list[Skippe
     loaded: list[LoadedRun] = []
     for run_dir in run_dirs:
         try:
-            loaded.append(LoadedRun(run_dir, read_results(run_dir)))
+            results = read_results(run_dir)
         except ResultsError as exc:
             skipped.append(Skipped(run_dir, str(exc)))
+            continue
+        if untrained_only(results):  # `eval --config`: its config names a method it never trained; not a seed of it
+            skipped.append(Skipped(run_dir, "an untrained model's scores (lora-ft eval --config), not a trained run"))
+            continue
+        loaded.append(LoadedRun(run_dir, results))
     return loaded, skipped
+
+
+def untrained_only(results: RunResults) -> bool:
+    """A run directory `lora-ft eval --config` made: no training epochs, only epoch-0 (untrained) evaluations."""
+    return not results.epochs and bool(results.evaluations) and all(ev.epoch == 0 for ev in results.evaluations)
 
 
 def config_identity(config: Mapping[str, Any]) -> dict[str, Any]:

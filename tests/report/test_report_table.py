@@ -283,3 +283,13 @@ def test_percentages_outside_0_100_are_refused(make_run):
     assert cells["bleu"]["mean"] is None and "BLEU=7010.0 is not a percentage" in cells["bleu"]["reason"]
     assert cells["nist"]["mean"] is None  # the best-BLEU choice has nothing to choose from
     assert cells["meteor"]["mean"] is None
+
+
+def test_an_untrained_eval_config_run_is_not_a_seed_of_its_method(make_run):
+    """`lora-ft eval --config X --base` writes X's config beside epoch-0 scores: it must not average into X's row."""
+    trained = make_run("lora", method=LORA, seed=110, evaluations=LORA_EVALS[110], val_losses=[1.0, 0.9])
+    untrained = make_run("base", method=LORA, seed=110, evaluations=[("test", 0, e2e_scores(0.0, 0.0, 0.0, 0.0, 0.0))])
+    _, rows = parse_markdown(build_table([trained.parent], layout="table3", fmt="markdown"))
+    [row] = [r for name, r in rows.items() if "LoRA" in name]
+    assert row[2] == "1" and row[3].strip("*") == "70.1", row  # one seed, its best-BLEU evaluation
+    assert untrained.parent == trained.parent
