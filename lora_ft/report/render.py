@@ -8,6 +8,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lora_ft.report.cells import COLUMNS, DEFAULT_SPLITS, LAYOUT_COLUMNS, TASK_LABELS
@@ -103,8 +104,16 @@ def _footnotes(rows: list[Row], layout: str, epoch: str, split: str | None, skip
             f"(a different model). The paper's fluctuation: {fluct}."
         )
     for item in skipped:
-        notes.append(f"Left out: {item.path}: {item.reason}")
+        notes.append(f"Left out: {_shown(item.path)}: {item.reason}")
     return notes
+
+
+def _shown(path: Path) -> Path:
+    """Relative to the working directory when below it: a table made in a clone reads the same as the committed one."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def _markdown_escape(text: str) -> str:
