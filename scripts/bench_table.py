@@ -44,12 +44,12 @@ def rows(bench: Path) -> list[tuple[str, str, str, str, str]]:
                 f"{data['speedup_lora_ft_over_peft']}x", command,
             ))
             out.append((
-                f"LoRA step, same batches, loss from all positions' logits (ms)",
+                "LoRA step, same batches, loss from all positions' logits (ms)",
                 f"{data['lora_ft_lora_step_ms']}", f"{data['lora_ft_lora_full_logits_step_ms']} (padded reference)",
                 f"{data['speedup_gathered_over_full_logits']}x", command,
             ))
             out.append((
-                f"full fine-tuning step, same batches (ms; completion tok/s)",
+                "full fine-tuning step, same batches (ms; completion tok/s)",
                 f"{data['lora_ft_ft_step_ms']} ({data['lora_ft_ft_completion_tokens_per_s']})",
                 f"{data['transformers_ft_step_ms']} ({data['transformers_ft_completion_tokens_per_s']}) (transformers loop)",
                 f"{data['speedup_lora_ft_ft_over_transformers']}x", command,

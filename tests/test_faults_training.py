@@ -25,7 +25,7 @@ from lora_ft import cli
 from lora_ft.checkpoint import MANIFEST_FILE, TENSORS_SHA256_KEY, TRAINED_FILE, read_trained, tensors_digest, write_manifest
 from lora_ft.config import config_from_dict
 from lora_ft.divergence import NonFiniteWeightsError, TrainingDivergedError
-from lora_ft.resume import ResumeConfigError, config_changes
+from lora_ft.resume import config_changes
 from lora_ft.results import read_results
 from lora_ft.schema import ConfigError
 from lora_ft.stop_points import ENV_VAR, KILLED_EXIT_CODE, stop_point
