@@ -10,11 +10,14 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from lora_ft.errors import UserError
 from lora_ft.report.paper_numbers import GPT2_MODELS, model_key
 from lora_ft.results import RESULTS_FILENAME, ResultsError, RunResults, read_results
+
+if TYPE_CHECKING:
+    from lora_ft.report.not_applicable import NotApplicable
 
 
 class ReportError(UserError, ValueError):
@@ -105,10 +108,11 @@ def canonical_json(obj: Any) -> str:
 
 @dataclass
 class ConfigGroup:
-    """Runs of one configuration (its seeds)."""
+    """Runs of one configuration (its seeds), or a configuration that was not run because it cannot apply."""
 
     identity: dict[str, Any]
     runs: list[LoadedRun] = field(default_factory=list)
+    not_applicable: NotApplicable | None = None  # set: no runs, its cells say "n/a: <short reason>"
 
     @property
     def task(self) -> str:
