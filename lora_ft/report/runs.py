@@ -10,14 +10,11 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from lora_ft.errors import UserError
 from lora_ft.report.paper_numbers import GPT2_MODELS, model_key
 from lora_ft.results import RESULTS_FILENAME, ResultsError, RunResults, read_results
-
-if TYPE_CHECKING:
-    from lora_ft.report.not_applicable import NotApplicable
 
 
 class ReportError(UserError, ValueError):
@@ -112,7 +109,8 @@ class ConfigGroup:
 
     identity: dict[str, Any]
     runs: list[LoadedRun] = field(default_factory=list)
-    not_applicable: NotApplicable | None = None  # set: no runs, its cells say "n/a: <short reason>"
+    # A not_applicable.NotApplicable (not imported: that module builds on this one): no runs, cells say "n/a: <why>".
+    not_applicable: Any = None
 
     @property
     def task(self) -> str:
