@@ -10,8 +10,8 @@ Several processes may update one ``results.json``: a training run (its status an
 `lora-ft eval --run` (their evaluations), e.g. epochs 1 and 2 decoded on two GPUs while training goes on. Every update
 is a read-modify-write under the run's short ``.results.lock`` (:func:`update_results`): it re-reads the file, applies
 this writer's change and writes atomically, so no writer's record is lost. The trainer owns every field but
-``evaluations`` (:func:`write_results` keeps the evaluations others recorded); an evaluation is appended, replacing one whose predictions file it rewrote
-(:func:`record_evaluation`).
+``evaluations`` (:func:`write_results` keeps the evaluations others recorded); an evaluation is appended
+(:func:`record_evaluation`), replacing one whose predictions file it rewrote.
 
 Score convention (what ``Evaluation.scores`` holds): the paper's units, exactly as `lora-ft eval --json`
 prints them. BLEU, METEOR, ROUGE-L, ROUGE-1/2/L and accuracies are percentages in [0, 100] (the official
