@@ -115,7 +115,7 @@ class TrainingConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = option("no", help="Accelerate mixed precision (paper: fp32)")
     packing: Literal["auto", "off"] = option(
         "auto",
-        help="'auto': each batch's examples packed into one row without padding where that gives the padded batch's "
+        help="'auto': each batch's examples packed into rows without padding where that gives the padded batch's "
         "loss and gradients (every method; GPT-2, LLaMA/Qwen, GPT-NeoX, GPT-J with sdpa or eager attention; "
         "lora_ft/packing.py); dropout masks then fall in another layout (same distribution). 'off': padded batches",
     )

@@ -26,7 +26,8 @@ def _probe(*args: str) -> dict:
 
 
 @pytest.mark.slow  # ~12 s each: a fresh process per measure, and GPT-2-wide blocks so runtime noise stays small
-@pytest.mark.parametrize("args", [("lora",), ("ft",), ("lora", "4", "4", "256")], ids=["lora-2x8x128", "ft-2x8x128", "lora-4x4x256"])
+@pytest.mark.parametrize("args", [("lora",), ("ft",), ("lora", "4", "4", "256"), ("lora", "4", "4", "256", "gc")],
+                         ids=["lora-2x8x128", "ft-2x8x128", "lora-4x4x256", "lora-gc-4x4x256"])
 def test_estimate_within_20_percent_of_measured_peak(args):
     result = _probe(*args)
     estimate, measured = result["estimate"]["total"], result["measured"]
@@ -43,7 +44,7 @@ def test_components_by_hand():
     from lora_ft.memory import estimate_training_memory
 
     cfg = SimpleNamespace(model=SimpleNamespace(dtype="bfloat16"),
-                          training=SimpleNamespace(batch_size=2, mixed_precision="no"),
+                          training=SimpleNamespace(batch_size=2, mixed_precision="no", gradient_checkpointing=False),
                           task=SimpleNamespace(max_length=10))
     gpt2 = SimpleNamespace(hidden_size=768, num_attention_heads=12, n_inner=None, num_hidden_layers=12,
                            vocab_size=50257, model_type="gpt2", activation_function="gelu_new")
@@ -59,6 +60,11 @@ def test_components_by_hand():
     assert "fits a GPU of 24 GB" in format_memory(m)
     m = estimate_training_memory(cfg, {"trainable": 1000, "total": 30_000_000_000}, gpt2)  # 60 GB of bf16 weights
     assert m["fits"] == {"24GB": False, "40GB": False, "80GB": True} and "fits a GPU of 80 GB" in format_memory(m)
+    # gradient checkpointing: the 12 blocks' inputs (h each), one block's 29h, the embedding output h
+    cfg.training.gradient_checkpointing = True
+    m = estimate_training_memory(cfg, {"trainable": 1000, "total": 124_000_000}, gpt2)
+    assert m["activations"] == 20 * (12 * 768 + 29 * 768 + 768) * 2
+    assert "; gradient checkpointing" in format_memory(m)
 
 
 TABLE4 = sorted(REPO.glob("configs/*_gpt3standin_*.yaml"))

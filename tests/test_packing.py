@@ -48,6 +48,25 @@ def test_pack_lays_out_the_real_tokens_in_one_row(tiny):
     assert padded(batch).example.tolist() == [[0, 0, 0], [1, 1, 1]]
 
 
+def test_pack_fills_rows_of_bounded_width_in_order():
+    lengths = [3, 2, 4, 1]
+    width = max(lengths)
+    ids = torch.tensor([[10 * i + j + 1 if j < n else 0 for j in range(width)] for i, n in enumerate(lengths)])
+    mask = (ids > 0).long()
+    labels = torch.where(mask.bool(), ids, -100)
+    packed = pack({"input_ids": ids, "attention_mask": mask, "labels": labels}, row_tokens=5)
+    # rows of up to 5 tokens: [3 + 2], [4 + 1]
+    assert packed.inputs["input_ids"].tolist() == [[1, 2, 3, 11, 12], [21, 22, 23, 24, 31]]
+    assert packed.inputs["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0]]
+    assert packed.example.tolist() == [[0, 0, 0, 1, 1], [2, 2, 2, 2, 3]]
+    packed = pack({"input_ids": ids, "attention_mask": mask, "labels": labels}, row_tokens=4)
+    # [3], [2], [4], [1]? no: in order, a row takes the next example while it fits: [3], [2], [4], [1] -> [3], [2], [4, ...]
+    assert packed.example.tolist() == [[0, 0, 0, -1], [1, 1, -1, -1], [2, 2, 2, 2], [3, -1, -1, -1]]
+    # filler: position 0 (a sequence of its own), no label
+    assert packed.inputs["position_ids"].tolist()[1] == [0, 1, 0, 0]
+    assert packed.labels.tolist()[3] == [-100, -100, -100, -100]
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama", "opt", "gpt_neox", "gptj"])
 def test_packed_loss_and_gradients_equal_the_padded_reference(tiny, family, method_name):
     try:
@@ -63,6 +82,8 @@ def test_packed_loss_and_gradients_equal_the_padded_reference(tiny, family, meth
         return
     assert packing.active, packing.reason
     batch = examples(tiny, method)
+    # rows of up to 32 tokens (the tiny hidden size): the prefix methods' longer examples fill two, the second with filler
+    assert packing(batch).labels.shape[0] == (2 if sum(method.virtual_token_counts()) else 1)
     for smoothing in (0.0, 0.1):
         want_loss, want_tokens, want = loss_and_grads(model, padded(batch), smoothing)
         got_loss, got_tokens, got = loss_and_grads(model, packing(batch), smoothing)
