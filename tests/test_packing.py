@@ -168,3 +168,18 @@ def test_a_packed_run_trains_the_padded_runs_weights(tmp_path):
             assert got.validation_loss == pytest.approx(want.validation_loss, rel=1e-5)
         for name, tensor in reference_weights.items():
             torch.testing.assert_close(weights[name], tensor, rtol=1e-4, atol=1e-6)
+
+
+def test_packing_and_checkpointing_may_change_on_resume(tmp_path):
+    """Neither changes the numbers (dropout masks aside), so --resume accepts a change and records it."""
+    import yaml
+
+    from lora_ft.config import config_from_dict
+    from lora_ft.resume import check_resume_config
+    from tiny_runs import tiny_run_config
+
+    config = tiny_run_config(tmp_path / "run", packing="off")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    given = config_from_dict(tiny_run_config(tmp_path / "run", gradient_checkpointing=True)).to_dict()
+    assert check_resume_config(tmp_path / "config.yaml", given) == {
+        "training.packing": ("off", "auto"), "training.gradient_checkpointing": (False, True)}
