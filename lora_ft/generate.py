@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import console
+from . import beam_cache, console
 
 NEG_INF = float("-inf")
 
@@ -136,6 +136,7 @@ def _search_batch(
     num_beams, max_new = config.num_beams, config.max_new_tokens
     ngram, penalty = config.no_repeat_ngram_size, config.length_penalty
     input_ids, attention_mask, position_ids = _left_pad(prompts, pad_token_id, device)
+    width = input_ids.shape[1]
     stop_ids = torch.tensor(config.stop_token_ids, dtype=torch.long, device=device)
 
     # Only the last position's logits are used: where the model can skip the others (transformers' logits_to_keep),
@@ -158,16 +159,17 @@ def _search_batch(
     best = _Best(active, max_new, device)
     results: list[tuple[list[int], float] | None] = [None] * active
 
+    scratch: dict[str, torch.Tensor] = {}  # the log-probs, reused: a new 30 MB array each step costs page faults
     for step in range(max_new):
         generated = step + 1  # the generated length of this step's continuations
         logits = logits.float()  # scores in fp32 whatever the model's dtype, as the authors' fp32 decoding
         if ngram > 0:
             _ban_repeated_ngrams_(logits, history, ngram)
-        log_probs = torch.log_softmax(logits, dim=-1)
+        log_probs = torch.log_softmax(logits, dim=-1, out=_scratch(scratch, logits))
         # The best `num_beams` continuations of all beams are among each beam's own best `num_beams` tokens (a beam's
         # summed score shifts all its candidates alike), so rank those: beams x num_beams candidates per prompt
         # instead of beams x vocabulary (the same values, the same sums, no full-vocabulary addition or ranking).
-        row_best, row_tokens = log_probs.topk(num_beams, dim=1)
+        row_best, row_tokens = _row_top_k(log_probs, num_beams)
         # A row whose every token is banned (only possible with a vocabulary smaller than the output) gives NaN: make
         # it -inf so that it can never be chosen.
         row_best = row_best.nan_to_num_(nan=NEG_INF)
@@ -190,7 +192,8 @@ def _search_batch(
         else:
             done = torch.zeros(active, dtype=torch.bool, device=device)
 
-        if bool(done.any()):  # one host sync per step; it also lets a finished prompt leave the batch
+        compacted = bool(done.any())  # one host sync per step; it also lets a finished prompt leave the batch
+        if compacted:
             for i, ids, score in best.take(done, prompt_index):
                 results[i] = (ids, score)
             keep = ~done
@@ -204,9 +207,13 @@ def _search_batch(
             active = int(keep.sum())
 
         rows = source_rows.view(-1)  # which previous row each kept hypothesis continues
-        cache = _select_rows(cache, rows)
+        if step == 0:  # one row per prompt becomes one per beam; room for every later token
+            cache = beam_cache.expand(cache, rows, width + max_new)
+        else:  # each beam continues a beam of its own prompt: their prompt positions are equal unless prompts moved
+            cache = beam_cache.reorder(cache, rows, shared=0 if compacted else width)
         attention_mask = torch.cat([attention_mask[rows], attention_mask.new_ones(rows.shape[0], 1)], dim=1)
         next_position = next_position[rows]
+        out = logits = log_probs = None  # free this step's logits before the model allocates the next ones (same size)
         out = model(input_ids=tokens.view(-1, 1), attention_mask=attention_mask, position_ids=next_position[:, None],
                     use_cache=True, **{cache_keyword: cache})
         logits, cache = out.logits[:, -1, :], _returned_cache(out)
@@ -253,6 +260,40 @@ class _Best:
         self.found, self.score, self.tokens, self.length = (
             self.found[keep], self.score[keep], self.tokens[keep], self.length[keep]
         )
+
+
+_BLOCK = 64  # columns per block in `_row_top_k` (the fastest of 64 to 1024 on a 50k vocabulary)
+
+
+def _row_top_k(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`values.topk(k, dim=1)` (each row's k largest values, best first, and their columns), faster on the CPU.
+
+    The CPU's topk walks every column through a heap; here each row's blocks of `_BLOCK` columns are ranked by their
+    maximum (a fast vectorised reduction) and only the k best blocks, plus the columns after the last whole block, are
+    ranked. Exact: an element of the top k whose block is not among the k best has k block maxima at least as large, so
+    it ties with them and they are in. The values are always torch.topk's; among equal values the column may differ
+    (which of equal values torch.topk returns first is unspecified too).
+    """
+    rows, width = values.shape
+    blocks = width // _BLOCK
+    if values.device.type != "cpu" or blocks < 8 * k:  # the GPU's topk is fast already; few blocks: no gain
+        return values.topk(k, dim=1)
+    whole = blocks * _BLOCK
+    by_block = values[:, :whole].view(rows, blocks, _BLOCK)
+    best_blocks = by_block.amax(dim=2).topk(k, dim=1).indices  # rows x k
+    kept = by_block.gather(1, best_blocks[:, :, None].expand(rows, k, _BLOCK)).view(rows, k * _BLOCK)
+    top, position = torch.cat([kept, values[:, whole:]], dim=1).topk(k, dim=1)
+    in_block = position < k * _BLOCK
+    block_column = best_blocks.gather(1, (position // _BLOCK).clamp(max=k - 1)) * _BLOCK + position % _BLOCK
+    return top, torch.where(in_block, block_column, whole + position - k * _BLOCK)
+
+
+def _scratch(scratch: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """A tensor shaped like `like` backed by one buffer reused across steps (rows only shrink after the first steps)."""
+    buffer = scratch.get("buffer")
+    if buffer is None or buffer.numel() < like.numel() or buffer.dtype != like.dtype or buffer.device != like.device:
+        buffer = scratch["buffer"] = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+    return buffer[: like.numel()].view(like.shape)
 
 
 def _normalise(scores: torch.Tensor, generated: int, penalty: float) -> torch.Tensor:
@@ -339,18 +380,3 @@ def _returned_cache(out: Any) -> Any:
             "supports use_cache=True"
         )
     return cache
-
-
-def _select_rows(cache: Any, rows: torch.Tensor) -> Any:
-    """The cache of the hypotheses `rows` (reordered, repeated or dropped along the batch dimension)."""
-    if hasattr(cache, "reorder_cache"):  # transformers Cache (DynamicCache, ...): in place, any number of rows
-        cache.reorder_cache(rows)
-        return cache
-    if isinstance(cache, torch.Tensor):
-        return cache.index_select(0, rows.to(cache.device))
-    if isinstance(cache, (tuple, list)):
-        return type(cache)(_select_rows(part, rows) for part in cache)
-    raise TypeError(
-        f"cannot reorder a KV cache of type {type(cache).__name__}; beam_search supports transformers Cache objects and "
-        "nested tuples of tensors with the batch first"
-    )
