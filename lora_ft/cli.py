@@ -121,7 +121,8 @@ def cmd_table(args) -> int:
             raise UserError(f"table --out {out} already exists; choose another file, or pass --overwrite to replace it")
     from .report.table import build_table
 
-    text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch)
+    text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch,
+                       compare_with=args.compare_with)
     if args.out:
         from .results import write_text_atomic
 
@@ -242,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), auto: from the runs' tasks")
     p.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown", help="output format")
     p.add_argument("--epoch", choices=["best", "last"], default="best", help="each seed's best epoch (paper) or last")
+    p.add_argument("--compare-with", choices=["gpt2-medium", "gpt2-large"],
+                   help="set E2E runs of another model beside this GPT-2 model's Table 3 rows (marked: a different model)")
     p.add_argument("--out", help="write to this file instead of printing")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_table)

@@ -32,7 +32,8 @@ EXAMPLES = {
   lora-ft export --run runs/e2e_gpt2m_r4 --out export/merged --format merged  # plain transformers model""",
     "table": """
   lora-ft table --runs runs/                                   # Table 3 / 4 as markdown
-  lora-ft table --runs runs/ --format latex --out table3.tex""",
+  lora-ft table --runs runs/ --format latex --out table3.tex
+  lora-ft table --runs results/mini_paper/table3 --compare-with gpt2-medium   # a stand-in beside GPT-2 M's rows""",
     "sweep": """
   lora-ft sweep --config configs/sweeps/rank_sweep.yaml --dry-run
   lora-ft sweep --config configs/sweeps/rank_sweep.yaml --print-commands --accelerate   # one line per run

@@ -43,6 +43,8 @@ def configure(verbosity: int) -> None:
     global _show_progress_bars
     interactive = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
     _show_progress_bars = verbosity >= 0 and interactive
+    if not _show_progress_bars:
+        _quiet_library_progress_bars()
     if verbosity < 0:
         level = logging.ERROR
     elif verbosity >= 2:
@@ -61,6 +63,18 @@ def configure(verbosity: int) -> None:
     package_logger.addHandler(handler)
     if level < logging.WARNING:
         package_logger.setLevel(min(package_logger.getEffectiveLevel(), level))
+
+
+def _quiet_library_progress_bars() -> None:
+    """The Hugging Face libraries draw their own bars (loading weights, converting GGUF, reading a data set); in a log
+    file they are the same carriage-return noise. Their switches are environment variables read at import (a user's
+    own setting wins), and a call for a transformers that is already imported."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 def progress_bars() -> bool:

@@ -11,7 +11,7 @@ Several processes may update one ``results.json``: a training run (its status an
 is a read-modify-write under the run's short ``.results.lock`` (:func:`update_results`): it re-reads the file, applies
 this writer's change and writes atomically, so no writer's record is lost. The trainer owns every field but
 ``evaluations`` (:func:`write_results` keeps the evaluations others recorded); an evaluation is appended
-(:func:`record_evaluation`).
+(:func:`record_evaluation`), replacing one whose predictions file it rewrote.
 
 Score convention (what ``Evaluation.scores`` holds): the paper's units, exactly as `lora-ft eval --json`
 prints them. BLEU, METEOR, ROUGE-L, ROUGE-1/2/L and accuracies are percentages in [0, 100] (the official
@@ -156,7 +156,11 @@ class RunResults:
         self.best_epoch = compute_best_epoch(self.epochs)
 
     def add_evaluation(self, evaluation: Evaluation) -> None:
-        """Append one evaluation (kept in the order they were run)."""
+        """Append one evaluation (kept in the order they were run). One that rewrote an earlier evaluation's
+        predictions file replaces it: that record's predictions are gone, and keeping both would let a table pick the
+        better of two decodings of one model (tables take each run's best evaluation)."""
+        if evaluation.predictions_file is not None:
+            self.evaluations = [e for e in self.evaluations if e.predictions_file != evaluation.predictions_file]
         self.evaluations.append(evaluation)
 
     def mark_failed(self, error: BaseException | str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -50,3 +51,27 @@ def test_a_run_log_keeps_info_lines_whatever_the_console_shows(tmp_path):
     log.info("step 1 loss 3.2")
     close_run_log()
     assert "step 1 loss 3.2" in (tmp_path / "train.log").read_text()
+
+
+def test_hugging_face_bars_are_off_too_when_ours_are(monkeypatch):
+    """transformers' "Loading weights" / GGUF bars and datasets' bars would fill a job's log with redraws."""
+    from transformers.utils import logging as transformers_logging
+
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(name, raising=False)
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    try:
+        console.configure(0)  # pytest's stderr is not a terminal
+        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+        assert os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
+        assert not transformers_logging.is_progress_bar_enabled()
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
+def test_a_users_own_hugging_face_bar_setting_wins(monkeypatch):
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
+    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)
+    console.configure(0)
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"

@@ -32,18 +32,22 @@ def test_samsum_and_mnli_completions_end_at_a_line_break():
     assert samsum.end_completion(" Rob will call Eric.\nEric: ok\nRob: bye") == "Rob will call Eric."
     assert mnli.end_completion(" True\nQuestion: x") == "True"
     assert samsum.end_completion("\n") == ""
+    assert samsum.end_completion("\n\n Rob will call.\nEric: ok") == "Rob will call."  # leading blank lines skipped
     e2e = get_task(TaskConfig(name="e2e"))  # the authors' rule: only EOS and a blank line end it (decode_completion)
     assert e2e.end_completion(" a\nb ") == "a\nb"
 
 
-def test_single_line_tasks_stop_decoding_at_a_line_break(gpt2_tokenizer_dir):
+def test_single_line_tasks_decode_past_leading_line_breaks(gpt2_tokenizer_dir):
+    """A line break must not stop a one-line completion: a blank line first (SmolLM2 early in SAMSum training) would
+    score an empty summary; `end_completion` takes the first line with text instead."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gpt2_tokenizer_dir))
     tokenizer.eos_token = "<|endoftext|>"
     cfg = config_from_dict({"model": {"name_or_path": "gpt2"}, "task": {"name": "samsum"}, "method": {"name": "ft"}})
-    assert stop_token_ids(tokenizer, cfg, get_task(cfg.task)) == (50256, 628, 198)  # EOS, "\n\n", "\n" (GPT-2 ids)
-    assert stop_token_ids(tokenizer, cfg, get_task(TaskConfig(name="e2e"))) == (50256, 628)
+    assert stop_token_ids(tokenizer, cfg, get_task(cfg.task)) == (50256,)  # EOS only (GPT-2 id)
+    assert stop_token_ids(tokenizer, cfg, get_task(TaskConfig(name="mnli"))) == (50256,)
+    assert stop_token_ids(tokenizer, cfg, get_task(TaskConfig(name="e2e"))) == (50256, 628)  # the authors': EOS, "\n\n"
 
 
 @pytest.mark.parametrize("task, refs", [("samsum", "a\nb\nc\n"), ("mnli", "True\nFalse\nNeither\n"), ("e2e", "a\nb\n\nc\n\nd\n")])

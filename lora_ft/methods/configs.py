@@ -108,9 +108,12 @@ class PrefixConfig(MethodConfig):
 class BitFitConfig(MethodConfig):
     def check_architecture(self, arch: Architecture, model_config=None) -> None:
         if model_config is not None and not arch.has_bias_vectors(model_config):
-            models = f"{arch.name} models (e.g. {arch.examples})" if arch.examples else f"{arch.name} models"
+            examples = f" (e.g. {arch.examples})" if arch.examples else ""
+            # The head clause after "cannot apply: " is the short reason a table's n/a cell prints
+            # (lora_ft/report/not_applicable.py): keep it short and before the first " (" or "; ".
             raise ConfigError(
-                f"method.name: bitfit needs bias vectors: {models} have none; choose another method (e.g. lora)"
+                f"method.name: bitfit cannot apply: {arch.name} models have no bias vectors{examples}, and BitFit "
+                "trains only those; choose another method (e.g. lora)"
             )
 
 

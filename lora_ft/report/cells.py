@@ -191,9 +191,13 @@ class Cell:
 
 
 def score_cell(group: ConfigGroup | None, column: MetricColumn, *, epoch: str = "best", split: str | None = None) -> Cell:
-    """The cell of ``column`` for the seeds of ``group`` (an empty "not run" cell when group is None)."""
+    """The cell of ``column`` for the seeds of ``group`` (an empty "not run" cell when group is None, "n/a: <why>" when
+    the group is a configuration that cannot apply)."""
     cell = Cell(column)
     if group is None:
+        return cell
+    if group.not_applicable is not None:  # refused before it ran: the cell says why (the row's notes say it in full)
+        cell.reasons.append(group.not_applicable.cell)
         return cell
     cell.n_runs = len(group.runs)
     for run in group.runs:

@@ -11,13 +11,23 @@ Matching (:func:`match_paper_row`): task + model + method + size.
 - Table 4 rows are GPT-3 175B, which is not public: any model run on WikiSQL/MNLI/SAMSum matches by
   method + size, and the match says ``same_model=False`` so reports label it "the paper's GPT-3 175B
   number, a different model".
+- ``compare_with="gpt2-medium"`` (``lora-ft table --compare-with``): an E2E run on a model Table 3 does not have (a
+  stand-in such as SmolLM2-135M) is set beside that GPT-2 model's rows, ``same_model=False``. Sizes the paper defines
+  by structure must be equal (rank and targets, prefix and infix length, top_k); the rows it sizes only by a parameter
+  count matched to prior work (``sized_by_count``: the Adapter rows) match by share instead: the row of the run's
+  method whose share of its model's parameters (the model's FT row) is nearest, on a log scale, the run's share of
+  its base model's (total minus the adapter's), and within a factor of :data:`SHARE_MATCH_FACTOR`. That is the rule
+  scripts/make_mini_configs.py sizes the mini-paper's adapters by (the bottleneck whose count is nearest the share).
+  A run on a GPT-2 model of Table 3 still matches its own model's rows.
 Sizes the paper does not state were inferred from its parameter counts (see ``size`` comments); the
 GPT-2 M Adapter^H row states no size at all, so it matches by the run's measured trainable count
-(within 3 % of 11.09M).
+(within 3 % of 11.09M). The GPT-3 Adapter^H rows (7.1M, 40.1M) are bottlenecks 1 and 8 on GPT-3's shape, so a run
+of any model matches them by bottleneck, as LoRA rows match by rank.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, Mapping
@@ -62,6 +72,7 @@ class PaperRow:
     stds: Mapping[str, float] = field(default_factory=dict)
     from_prior_work: bool = False  # printed with "*"
     match_by_params: bool = False  # size unknown: match the measured trainable count instead
+    sized_by_count: bool = False  # the paper gives its size as a parameter count (stand-ins match it by share)
 
     @property
     def trainable(self) -> float:
@@ -93,7 +104,9 @@ def _t3(label: str, model: str, method: str, size: Mapping[str, Any], trainable:
         stds: str = "", star: bool = False, by_params: bool = False) -> PaperRow:
     scores = dict(zip(TABLE3_METRICS, (float(v) for v in values.split()), strict=True))
     std_map = dict(zip(TABLE3_METRICS, (float(v) for v in stds.split()), strict=True)) if stds else {}
-    return PaperRow("table3", label, model, method, size, trainable, scores, std_map, star, by_params)
+    # Adapter sizes in Table 3 are parameter counts chosen to match prior work's budgets, not structural choices.
+    by_count = method in ("adapter_l", "adapter_h")
+    return PaperRow("table3", label, model, method, size, trainable, scores, std_map, star, by_params, by_count)
 
 
 def _t4(method_label: str, method: str, size: Mapping[str, Any], trainable: str, values: str) -> PaperRow:
@@ -134,6 +147,7 @@ TABLE4: tuple[PaperRow, ...] = (
     _t4("BitFit", "bitfit", {}, "14.2M", "71.3 91.0 51.3 27.4 43.5"),
     _t4("PreEmbed", "preembed", {"prefix_length": 256, "infix_length": 8}, "3.2M", "63.1 88.6 48.3 24.2 40.5"),
     _t4("PreLayer", "prelayer", {"prefix_length": 8, "infix_length": 8}, "20.2M", "70.1 89.5 50.8 27.3 43.5"),
+    # GPT-3 (L = 96, d = 12288): L*(4*d*r + 2*r + 2*d) = 7,078,080 at r=1, 40,109,568 at r=8.
     _t4("Adapter^H", "adapter_h", {"bottleneck": 1}, "7.1M", "71.9 89.8 53.0 28.9 44.8"),
     _t4("Adapter^H", "adapter_h", {"bottleneck": 8}, "40.1M", "73.2 91.5 53.2 29.0 45.1"),
     _t4("LoRA", "lora", {"rank": 1, "targets": ("q", "v")}, "4.7M", "73.4 91.7 53.8 29.8 45.9"),
@@ -149,6 +163,10 @@ TASKS_TABLE4 = ("wikisql", "mnli", "samsum")
 
 # Tolerance for rows matched by trainable count (``match_by_params``).
 PARAMS_MATCH_RTOL = 0.03
+# A stand-in's adapter matches a Table 3 row sized by count when their shares of their models' parameters are within
+# this factor: the nearest bottleneck to a share is at most one step away, and one step (b=1 -> 2, the coarsest) is
+# a factor of 2, so the nearest is within ~1.5 of the target.
+SHARE_MATCH_FACTOR = 1.5
 
 
 def model_key(name_or_path: str) -> str:
@@ -181,12 +199,34 @@ def _size_matches(method_cfg: Mapping[str, Any], size: Mapping[str, Any]) -> boo
     return True
 
 
-def match_paper_row(config: Mapping[str, Any], trainable: int | None = None) -> PaperMatch | None:
+def paper_model_total(model: str) -> float:
+    """A Table 3 model's parameter count as the paper prints it: its FT row's (GPT-2 M: 354.92M)."""
+    return next(r.trainable for r in TABLE3 if r.model == model and r.method == "ft")
+
+
+def _nearest_share(rows: list[PaperRow], trainable: int | None, total: int | None) -> PaperRow | None:
+    """The row whose share of its model is nearest (log scale) the run's share of its base model, within the factor."""
+    if not rows or trainable is None or total is None or total <= trainable or trainable <= 0:
+        return None
+    share = trainable / (total - trainable)  # an adapter's parameters are all added to the base model's
+
+    def distance(row: PaperRow) -> float:
+        return abs(math.log(share / (row.trainable / paper_model_total(row.model))))
+
+    best = min(rows, key=distance)
+    return best if distance(best) <= math.log(SHARE_MATCH_FACTOR) else None
+
+
+def match_paper_row(config: Mapping[str, Any], trainable: int | None = None, *, compare_with: str | None = None,
+                    total: int | None = None) -> PaperMatch | None:
     """The paper row a run's resolved config reproduces, or None.
 
     ``trainable`` (the run's measured trainable count) is only used for rows whose size the paper does
-    not state (GPT-2 M Adapter^H). See the module docstring for the rule.
+    not state (GPT-2 M Adapter^H), and with ``total`` (its measured total) for a stand-in's adapter under
+    ``compare_with`` (a Table 3 model key, e.g. "gpt2-medium"). See the module docstring for the rule.
     """
+    if compare_with is not None and compare_with not in GPT2_MODELS:
+        raise ValueError(f"compare_with={compare_with!r}: expected one of {', '.join(GPT2_MODELS)}")
     task = str((config.get("task") or {}).get("name", "")).lower()
     method_cfg = config.get("method") or {}
     method = str(method_cfg.get("name", "")).lower()
@@ -195,19 +235,29 @@ def match_paper_row(config: Mapping[str, Any], trainable: int | None = None) -> 
     if task in TASKS_TABLE3:
         if model_cfg.get("random_init") or model_cfg.get("config_overrides"):
             return None  # random weights or a changed architecture: not the pretrained GPT-2 of Table 3
-        candidates, same_model = [r for r in TABLE3 if r.model == model], True
+        if model in GPT2_MODELS or compare_with is None:
+            candidates, same_model = [r for r in TABLE3 if r.model == model], True
+        else:
+            candidates, same_model = [r for r in TABLE3 if r.model == compare_with], False
     elif task in TASKS_TABLE4:
         candidates, same_model = list(TABLE4), False
     else:
         return None
+    by_share: list[PaperRow] = []
     for row in candidates:
-        if row.method != method or not _size_matches(method_cfg, row.size):
+        if row.method != method:
+            continue
+        if row.table == "table3" and not same_model and row.sized_by_count:
+            by_share.append(row)  # another model: its count says nothing about this model's bottleneck
+            continue
+        if not _size_matches(method_cfg, row.size):
             continue
         if row.match_by_params:
             if trainable is None or abs(trainable - row.trainable) > PARAMS_MATCH_RTOL * row.trainable:
                 continue
         return PaperMatch(row, same_model)
-    return None
+    nearest = _nearest_share(by_share, trainable, total)
+    return PaperMatch(nearest, same_model) if nearest is not None else None
 
 
 def paper_rows(table: str) -> tuple[PaperRow, ...]:

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from lora_ft.report.paper_numbers import GPT2_MODELS, TABLE3, TABLE4, TABLE18_RANK_BLEU, TASKS_TABLE3
 from lora_ft.report.cells import COLUMNS, PRIMARY_METRIC, TASK_LABELS, score_cell
+from lora_ft.report.not_applicable import read_not_applicable
 from lora_ft.report.runs import ConfigGroup, ReportError, group_runs, load_runs
 from lora_ft.results import write_bytes_atomic
 
@@ -84,9 +85,11 @@ def plot_params_vs_score(
 ) -> list[Path]:
     """Figure 2: each task's primary metric vs trainable parameters (log x), one line per model+method.
 
-    One panel per task (``tasks`` defaults to those in the runs). Hollow markers: the paper's Table 3
+    One panel per task (``tasks`` defaults to those in the runs: give the Table 3 and Table 4 folders together for
+    E2E BLEU, MNLI accuracy and SAMSum ROUGE-L side by side). Hollow markers: the paper's Table 3
     rows (E2E, GPT-2 models in the runs, or all if none) or Table 4 rows (GPT-3 175B, plotted at the
-    paper's trainable counts). Returns the PNG and SVG paths.
+    paper's trainable counts). Configurations a not_applicable.tsv lists for a panel's task have no point; the panel
+    names them under its axis with the short reason. Returns the PNG and SVG paths.
     """
     Figure = _figure_class()
     runs, skipped = load_runs(run_dirs)
@@ -99,6 +102,7 @@ def plot_params_vs_score(
     unknown = [t for t in tasks if t not in PRIMARY_METRIC]
     if unknown:
         raise ReportError(f"unknown task(s) {unknown}: expected some of {', '.join(TASK_ORDER)}")
+    not_applicable, _ = read_not_applicable(run_dirs)
     methods = [str(g.method.get("name", "?")) for g in groups] + [r.method for r in (*TABLE3, *TABLE4)]
     colors = _method_colors(methods)
     figure = Figure(figsize=(5.5 * len(tasks), 4.2))
@@ -135,12 +139,18 @@ def plot_params_vs_score(
                 )
                 labelled.add(label)
         ax.set_xscale("log")
-        ax.set_xlabel("Trainable parameters (log scale)")
+        xlabel = "Trainable parameters (log scale)"
+        refused = sorted({f"{METHOD_NAMES.get(m, m)} ({why})" for m, why in
+                          ((str((e.config.get("method") or {}).get("name", "?")), e.short)
+                           for e in not_applicable if e.task == task and e.config is not None)})
+        if refused:
+            xlabel += "\nnot run, n/a: " + "; ".join(refused)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{column.header}{' (%)' if key in PERCENT_METRICS else ''}")
         ax.set_title(f"{TASK_LABELS[task]}: {column.header} vs trainable parameters")
         ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:  # below the panel: inside, it hid points (a far-right FT run)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2 if refused else -0.13), ncol=2)
     figure.suptitle("Score vs number of trainable parameters (paper: hollow markers)", fontsize=10)
     return save_figure(figure, out, overwrite=overwrite)
 

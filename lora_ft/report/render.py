@@ -7,14 +7,39 @@ import io
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lora_ft.report.cells import COLUMNS, DEFAULT_SPLITS, LAYOUT_COLUMNS, TASK_LABELS
-from lora_ft.report.paper_numbers import GPT3_LABEL, TABLE4_FLUCTUATION, TASKS_TABLE3, TASKS_TABLE4
+from lora_ft.report.not_applicable import NotApplicable
+from lora_ft.report.paper_numbers import (
+    GPT2_MODELS,
+    GPT3_LABEL,
+    SHARE_MATCH_FACTOR,
+    TABLE4_FLUCTUATION,
+    TASKS_TABLE3,
+    TASKS_TABLE4,
+    paper_model_total,
+)
 from lora_ft.report.rows import Row
 from lora_ft.report.runs import Skipped, canonical_json
+
+
+@dataclass
+class TableContext:
+    """What the notes under a table need besides its rows."""
+
+    layout: str
+    epoch: str = "best"
+    split: str | None = None
+    skipped: list[Skipped] = field(default_factory=list)
+    whole_task: list[NotApplicable] = field(default_factory=list)  # tasks with no runs at all, and why
+    compare_with: str | None = None  # Table 3 model stand-in runs were set beside (lora-ft table --compare-with)
+
+    @property
+    def paper_header(self) -> str:
+        return "paper (Δ)" if self.compare_with is None else f"paper {GPT2_MODELS[self.compare_with]} (Δ)"
 
 
 def format_mean_std(mean: float, std: float | None, decimals: int, *, pm: str = "±") -> str:
@@ -34,10 +59,10 @@ def format_delta(delta: float, decimals: int) -> str:
     return f"{(rounded if rounded != 0 else 0.0):+.{decimals}f}"
 
 
-def format_trainable(counts: Sequence[int]) -> str:
-    """Measured counts in millions as the paper prints them (0.39M); exact below 10,000."""
+def format_trainable(counts: Sequence[int], not_applicable: bool = False) -> str:
+    """Measured counts in millions as the paper prints them (0.39M); exact below 10,000; "n/a" for a refused row."""
     if not counts:
-        return "?"
+        return "n/a" if not_applicable else "?"
     return " / ".join(f"{n / 1e6:.2f}M" if n >= 10_000 else f"{n:,}" for n in counts)
 
 
@@ -76,13 +101,21 @@ def _reason_text(reason: str | None, shown: set[str]) -> str:
 
 
 def _seeds_text(row: Row, layout: str) -> str:
-    if layout == "table3":
-        return str(len(row.first.runs))
-    return " / ".join(str(len(row.groups[t].runs)) if t in row.groups else "-" for t in TASKS_TABLE4)
+    def seeds(task: str) -> str:
+        if task in row.not_applicable:
+            return "n/a"
+        return str(len(row.groups[task].runs)) if task in row.groups else "-"
+
+    return seeds(row.first.task) if layout == "table3" else " / ".join(seeds(t) for t in TASKS_TABLE4)
 
 
-def _footnotes(rows: list[Row], layout: str, epoch: str, split: str | None, skipped: list[Skipped]) -> list[str]:
+def _trainable_text(row: Row) -> str:
+    return format_trainable(row.trainable, not any(g.runs for g in row.groups.values()) and bool(row.refused))
+
+
+def _footnotes(rows: list[Row], ctx: TableContext) -> list[str]:
     """Plain-text notes under the table (renderers escape them)."""
+    layout, epoch, split = ctx.layout, ctx.epoch, ctx.split
     selection = {
         "best": "the evaluation with the best primary metric (E2E BLEU, accuracy, SAMSum ROUGE-L), as the paper did",
         "last": "the last evaluation",
@@ -93,9 +126,24 @@ def _footnotes(rows: list[Row], layout: str, epoch: str, split: str | None, skip
     notes = [
         f"Scores: mean±sample std (ddof=1) over seeds; each seed's score from {selection}; split: {splits}.",
         "Trainable parameters: counted on the runs themselves (results.json), not copied from the paper.",
-        f"paper (Δ): the matching row of the paper's Table {3 if layout == 'table3' else 4} and the difference ours - paper; "
+        f"{ctx.paper_header}: the matching row of the paper's Table {3 if layout == 'table3' else 4} and the difference ours - paper; "
         "* marks numbers the paper took from prior work. Bold: best value per column.",
     ]
+    stand_ins = sorted({r.first.model_name for r in rows if r.paper is not None and not r.paper.same_model})
+    if layout == "table3" and ctx.compare_with is not None and stand_ins:
+        name = GPT2_MODELS[ctx.compare_with]
+        notes.append(
+            f"Rows marked [a different model] ran on {', '.join(stand_ins)}: their {ctx.paper_header} is the paper's "
+            f"{name} row "
+            f"(--compare-with {ctx.compare_with}), not a number for this model. Matched by method with equal structural "
+            f"sizes (rank and targets, prefix and infix length, top_k); the Adapter rows, which the paper sizes by a "
+            f"parameter count, match the {name} row whose share of its {paper_model_total(ctx.compare_with) / 1e6:.2f}M "
+            f"parameters is nearest the run's share of its base model (within a factor of {SHARE_MATCH_FACTOR:g})."
+        )
+    for entry in ctx.whole_task:
+        notes.append(f"{TASK_LABELS.get(entry.task, entry.task)} n/a in every row: {entry.reason}")
+    if any(r.refused for r in rows):
+        notes.append("n/a: the configuration was not run because the CLI refuses it; the row's notes give the reason.")
     if layout == "table4":
         models = sorted({g.model_name for r in rows for g in r.groups.values()})
         fluct = ", ".join(f"±{TABLE4_FLUCTUATION[k]} {COLUMNS[k].header}" for k in LAYOUT_COLUMNS["table4"])
@@ -103,7 +151,7 @@ def _footnotes(rows: list[Row], layout: str, epoch: str, split: str | None, skip
             f"Paper numbers are {GPT3_LABEL}'s; these runs used {', '.join(models) or 'other models'} "
             f"(a different model). The paper's fluctuation: {fluct}."
         )
-    for item in skipped:
+    for item in ctx.skipped:
         notes.append(f"Left out: {_shown(item.path)}: {item.reason}")
     return notes
 
@@ -120,18 +168,18 @@ def _markdown_escape(text: str) -> str:
     return re.sub(r"([\\|*_`])", r"\\\1", text.replace("\n", " "))
 
 
-def render_markdown(rows: list[Row], layout: str, epoch: str, split: str | None, skipped: list[Skipped],
-                     decimals: Mapping[str, int]) -> str:
+def render_markdown(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]) -> str:
+    layout = ctx.layout
     header = ["Model & Method", "# Trainable", "Seeds" if layout == "table3" else "Seeds (W / M / S)"]
     align = ["---", "---:", "---:"]
     for key in LAYOUT_COLUMNS[layout]:
-        header += [COLUMNS[key].header, "paper (Δ)"]
+        header += [COLUMNS[key].header, ctx.paper_header]
         align += ["---:", "---:"]
     header += ["Paper row", "Notes"]
     align += ["---", "---"]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     for row in rows:
-        cells = [_markdown_escape(row.label), format_trainable(row.trainable), _seeds_text(row, layout)]
+        cells = [_markdown_escape(row.label), _trainable_text(row), _seeds_text(row, layout)]
         shown: set[str] = set()
         for key in LAYOUT_COLUMNS[layout]:
             texts = _cell_texts(row, key, decimals[key], "±")
@@ -143,7 +191,7 @@ def render_markdown(rows: list[Row], layout: str, epoch: str, split: str | None,
         cells.append(_markdown_escape(row.paper.label) if row.paper else "no matching row")
         cells.append(_markdown_escape("; ".join(row.notes)))
         lines.append("| " + " | ".join(cells) + " |")
-    notes = _footnotes(rows, layout, epoch, split, skipped)
+    notes = _footnotes(rows, ctx)
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {_markdown_escape(n)}" for n in notes) + "\n"
 
 
@@ -190,14 +238,14 @@ def _latex_label(text: str) -> str:
     return "".join(out)
 
 
-def render_latex(rows: list[Row], layout: str, epoch: str, split: str | None, skipped: list[Skipped],
-                  decimals: Mapping[str, int]) -> str:
+def render_latex(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]) -> str:
+    layout = ctx.layout
     pm = r"$\pm$"
     keys = LAYOUT_COLUMNS[layout]
     spec = "lrr" + "rr" * len(keys) + "ll"
     header = ["Model \\& Method", r"\# Trainable", "Seeds" if layout == "table3" else "Seeds (W / M / S)"]
     for key in keys:
-        header += [latex_escape(COLUMNS[key].header), r"paper ($\Delta$)"]
+        header += [latex_escape(COLUMNS[key].header), latex_escape(ctx.paper_header)]
     header += ["Paper row", "Notes"]
     lines = [
         "% Generated by lora-ft (lora_ft.report.table); needs no extra LaTeX packages.",
@@ -211,7 +259,7 @@ def render_latex(rows: list[Row], layout: str, epoch: str, split: str | None, sk
         r"\hline",
     ]
     for row in rows:
-        cells = [_latex_label(row.label), latex_escape(format_trainable(row.trainable)), latex_escape(_seeds_text(row, layout))]
+        cells = [_latex_label(row.label), latex_escape(_trainable_text(row)), latex_escape(_seeds_text(row, layout))]
         shown: set[str] = set()
         for key in keys:
             texts = _cell_texts(row, key, decimals[key], pm)
@@ -226,8 +274,10 @@ def render_latex(rows: list[Row], layout: str, epoch: str, split: str | None, sk
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\hline", r"\end{tabular}"]
     caption = "GPT-2 on E2E (Table 3 layout)" if layout == "table3" else "WikiSQL, MNLI-m, SAMSum (Table 4 layout)"
+    if layout == "table3" and ctx.compare_with is not None and any(r.paper and not r.paper.same_model for r in rows):
+        caption = f"E2E (Table 3 layout); paper columns: {GPT2_MODELS[ctx.compare_with]}'s numbers, a different model"
     lines.append(r"\caption{" + latex_escape(caption) + "}")
-    notes = _footnotes(rows, layout, epoch, split, skipped)
+    notes = _footnotes(rows, ctx)
     lines.append(r"\par\smallskip\raggedright " + r" \\ ".join(latex_escape(n) for n in notes))
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
@@ -262,6 +312,8 @@ def _row_record(row: Row, layout: str) -> dict[str, Any]:
         "method": row.first.method,
         "trainable": row.trainable,
         "runs": {task: [str(r.run_dir) for r in g.runs] for task, g in row.groups.items()},
+        "not_applicable": {task: {"config": e.config_path, "reason": e.reason, "short": e.short}
+                           for task, e in row.not_applicable.items()},
         "paper_row": row.paper.row.label if row.paper else None,
         "paper_row_label": row.paper.label if row.paper else None,
         "paper_from_prior_work": row.paper.row.from_prior_work if row.paper else None,
@@ -272,18 +324,21 @@ def _row_record(row: Row, layout: str) -> dict[str, Any]:
     }
 
 
-def render_json(rows: list[Row], layout: str, epoch: str, split: str | None, skipped: list[Skipped]) -> str:
+def render_json(rows: list[Row], ctx: TableContext) -> str:
+    layout = ctx.layout
     doc = {
         "layout": layout,
-        "epoch": epoch,
-        "split": split,
+        "epoch": ctx.epoch,
+        "split": ctx.split,
+        "compare_with": ctx.compare_with,
         "columns": [
             {"key": k, "header": COLUMNS[k].header, "task": COLUMNS[k].task, "decimals": COLUMNS[k].decimals}
             for k in LAYOUT_COLUMNS[layout]
         ],
         "rows": [_row_record(row, layout) for row in rows],
-        "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped],
-        "footnotes": _footnotes(rows, layout, epoch, split, skipped),
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in ctx.skipped],
+        "not_applicable_tasks": {e.task: e.reason for e in ctx.whole_task},
+        "footnotes": _footnotes(rows, ctx),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 

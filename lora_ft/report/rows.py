@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from lora_ft.report.cells import COLUMNS, LAYOUT_COLUMNS, TASK_LABELS, Cell, score_cell
+from lora_ft.report.not_applicable import NotApplicable
 from lora_ft.report.paper_numbers import TASKS_TABLE3, TASKS_TABLE4, PaperMatch, match_paper_row
 from lora_ft.report.runs import ConfigGroup, canonical_json
 
@@ -60,6 +61,7 @@ class Row:
     label: str = ""
     cells: dict[str, Cell] = field(default_factory=dict)
     paper: PaperMatch | None = None
+    not_applicable: dict[str, NotApplicable] = field(default_factory=dict)  # task -> why its cells are n/a
 
     @property
     def first(self) -> ConfigGroup:
@@ -70,13 +72,24 @@ class Row:
         return sorted({n for g in self.groups.values() for n in g.trainable_counts()})
 
     @property
+    def refused(self) -> dict[str, NotApplicable]:
+        """task -> this row's configuration of it that the CLI refuses (a whole task's n/a is not one)."""
+        return {t: e for t, e in self.not_applicable.items() if e.config is not None}
+
+    @property
     def notes(self) -> list[str]:
-        """Problems of seeds that are missing from cells that do have a value (empty cells show their reason)."""
+        """Problems of seeds that are missing from cells that do have a value (empty cells show their reason), and
+        the full reason of each refused configuration (its cells show the short one)."""
         notes: list[str] = []
         for cell in self.cells.values():
             if cell.scores:
                 prefix = "" if len(self.groups) <= 1 else f"{TASK_LABELS.get(cell.column.task, cell.column.task)} "
                 notes.extend(prefix + p for p in cell.problems)
+        refused: dict[str, list[str]] = {}  # one note per reason, naming every config refused for it
+        for entry in self.refused.values():
+            refused.setdefault(entry.reason, []).append(entry.config_path or entry.name)
+        notes.extend(f"n/a, lora-ft config validate refuses {', '.join(paths)}: {reason}"
+                     for reason, paths in refused.items())
         return list(dict.fromkeys(notes))
 
 
@@ -116,19 +129,37 @@ def _label_rows(rows: list[Row]) -> None:
 
 
 def build_rows(
-    groups: list[ConfigGroup], layout: str, *, epoch: str = "best", split: str | None = None
+    groups: list[ConfigGroup], layout: str, *, epoch: str = "best", split: str | None = None,
+    not_applicable: list[NotApplicable] = (), compare_with: str | None = None,
 ) -> list[Row]:
-    """Rows of ``layout`` ("table3" / "table4") with their cells scored, paper rows matched, and best cells marked."""
+    """Rows of ``layout`` ("table3" / "table4") with their cells scored, paper rows matched, and best cells marked.
+
+    ``not_applicable``: refused configs become rows (or join the row of their model + method) whose cells of that
+    task say "n/a: <short reason>"; a whole task's entry fills that task's empty cells of every row the same way.
+    ``compare_with``: see :func:`lora_ft.report.paper_numbers.match_paper_row`.
+    """
+    refused = [ConfigGroup(e.identity, [], e) for e in not_applicable if e.config is not None]
+    whole_task = {e.task: e for e in not_applicable if e.config is None}
+    groups = [*groups, *refused]
     if layout == "table3":
         rows = [Row({g.task: g}) for g in groups if g.task in TASKS_TABLE3]
     else:
         rows = _table4_rows([g for g in groups if g.task in TASKS_TABLE4])
     for row in rows:
+        row.not_applicable = {t: g.not_applicable for t, g in row.groups.items() if g.not_applicable is not None}
+        row.not_applicable.update({t: e for t, e in whole_task.items() if t not in row.groups})
         for key in LAYOUT_COLUMNS[layout]:
             column = COLUMNS[key]
-            row.cells[key] = score_cell(row.groups.get(column.task), column, epoch=epoch, split=split)
+            group = row.groups.get(column.task)
+            if group is None and column.task in whole_task:
+                row.cells[key] = Cell(column, reasons=[whole_task[column.task].cell])
+            else:
+                row.cells[key] = score_cell(group, column, epoch=epoch, split=split)
         trainable = row.trainable
-        row.paper = match_paper_row(row.first.identity, trainable[0] if len(trainable) == 1 else None)
+        totals = sorted({r.results.parameters.total for g in row.groups.values() for r in g.runs
+                         if r.results.parameters is not None})
+        row.paper = match_paper_row(row.first.identity, trainable[0] if len(trainable) == 1 else None,
+                                    compare_with=compare_with, total=totals[0] if len(totals) == 1 else None)
     order = METHOD_ORDER[layout]
     model_rank = {"gpt2-medium": 0, "gpt2-large": 1}
 

@@ -105,10 +105,12 @@ def canonical_json(obj: Any) -> str:
 
 @dataclass
 class ConfigGroup:
-    """Runs of one configuration (its seeds)."""
+    """Runs of one configuration (its seeds), or a configuration that was not run because it cannot apply."""
 
     identity: dict[str, Any]
     runs: list[LoadedRun] = field(default_factory=list)
+    # A not_applicable.NotApplicable (not imported: that module builds on this one): no runs, cells say "n/a: <why>".
+    not_applicable: Any = None
 
     @property
     def task(self) -> str:

@@ -22,7 +22,11 @@ The rules, in the order a reader needs them:
 - The best rounded mean of each column is bold (only when at least two rows have a value).
 - Beside each metric: the paper's value for the matching row (``paper_numbers.match_paper_row``) and
   the difference ours − paper. GPT-3 rows are the paper's GPT-3 175B numbers; runs are on stand-ins.
-- Empty cells say why: "not run", "not evaluated", "failed: <reason>", "not scored".
+- Empty cells say why: "not run", "not evaluated", "failed: <reason>", "not scored", or "n/a: <short reason>" for a
+  configuration or a whole task listed in a ``not_applicable.tsv`` under the run folders (``not_applicable.py``: a
+  config the CLI refuses is a row of its own, its full reason in the row's notes; a task's reason is a note).
+- ``compare_with`` (a Table 3 GPT-2 model): E2E runs of other models are set beside that model's paper rows, labelled
+  "[a different model]" (``paper_numbers.match_paper_row``).
 
 Where each step lives: ``runs.py`` finds, reads and groups the runs; ``cells.py`` picks each seed's evaluation and
 scores a cell; ``rows.py`` builds, orders and labels the rows; ``render.py`` writes markdown, LaTeX, JSON and CSV.
@@ -35,8 +39,10 @@ from pathlib import Path
 from typing import Sequence
 
 from lora_ft.report.cells import COLUMNS, EPOCH_CHOICES, LAYOUT_COLUMNS, select_evaluation
-from lora_ft.report.paper_numbers import TASKS_TABLE3, TASKS_TABLE4
+from lora_ft.report.not_applicable import read_not_applicable
+from lora_ft.report.paper_numbers import GPT2_MODELS, TASKS_TABLE3, TASKS_TABLE4
 from lora_ft.report.render import (
+    TableContext,
     format_mean_std,
     latex_escape,
     render_csv,
@@ -54,9 +60,11 @@ LAYOUTS = ("auto", "table3", "table4")
 FORMATS = ("markdown", "latex", "csv", "json")
 
 
-def choose_layout(groups: Sequence[ConfigGroup]) -> str:
-    """"table3" when every run is E2E, "table4" when every run is WikiSQL/MNLI/SAMSum; otherwise an error."""
-    tasks = {g.task for g in groups}
+def choose_layout(groups: Sequence[ConfigGroup], extra_tasks: Sequence[str] = ()) -> str:
+    """"table3" when every run is E2E, "table4" when every run is WikiSQL/MNLI/SAMSum; otherwise an error.
+
+    ``extra_tasks``: tasks of not-applicable entries, counted like runs' tasks."""
+    tasks = {g.task for g in groups} | set(extra_tasks)
     if tasks and tasks <= set(TASKS_TABLE3):
         return "table3"
     if tasks and tasks <= set(TASKS_TABLE4):
@@ -75,13 +83,14 @@ def build_table(
     epoch: str = "best",
     split: str | None = None,
     digits: int | None = None,
+    compare_with: str | None = None,
 ) -> str:
     """Render the runs under ``run_dirs`` as a Table 3 / Table 4 style table (rules: module docstring).
 
     ``run_dirs`` may be run directories or folders holding them (searched recursively for results.json).
     ``fmt``: "markdown", "latex" (a compile-ready ``table`` float, ASCII only), "csv" or "json" (the
     last two carry unrounded means, stds and per-seed values). ``digits`` overrides every column's
-    decimals in markdown and LaTeX.
+    decimals in markdown and LaTeX. ``compare_with``: "gpt2-medium" or "gpt2-large" (module docstring).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: expected one of {', '.join(LAYOUTS)}")
@@ -89,26 +98,35 @@ def build_table(
         raise ValueError(f"fmt={fmt!r}: expected one of {', '.join(FORMATS)}")
     if epoch not in EPOCH_CHOICES:
         raise ValueError(f"epoch={epoch!r}: expected one of {', '.join(EPOCH_CHOICES)}")
+    if compare_with is not None and compare_with not in GPT2_MODELS:
+        raise ReportError(f"compare_with={compare_with!r}: expected one of {', '.join(GPT2_MODELS)}")
     runs, skipped = load_runs(run_dirs)
     if not runs:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped) or "no paths given"
         raise ReportError(f"no readable runs ({reasons})")
+    not_applicable, unreadable = read_not_applicable(run_dirs)
+    skipped.extend(unreadable)
     groups = group_runs(runs)
     if layout == "auto":
-        layout = choose_layout(groups)
+        layout = choose_layout(groups, [e.task for e in not_applicable if e.config is not None])
     tasks = TASKS_TABLE3 if layout == "table3" else TASKS_TABLE4
     for group in groups:
         if group.task not in tasks:
             skipped.extend(Skipped(r.run_dir, f"task {group.task!r} is not in the {layout} layout") for r in group.runs)
-    rows = build_rows(groups, layout, epoch=epoch, split=split)
+    for entry in not_applicable:
+        if entry.task not in tasks:
+            skipped.append(Skipped(entry.source, f"n/a entry {entry.name}: task {entry.task!r} is not in the {layout} layout"))
+    not_applicable = [e for e in not_applicable if e.task in tasks]
+    rows = build_rows(groups, layout, epoch=epoch, split=split, not_applicable=not_applicable, compare_with=compare_with)
     if not rows:
         raise ReportError(f"none of the runs belongs in {layout} (tasks {', '.join(tasks)})")
     decimals = {k: (COLUMNS[k].decimals if digits is None else digits) for k in LAYOUT_COLUMNS[layout]}
     mark_best(rows, decimals)
+    ctx = TableContext(layout, epoch, split, skipped, [e for e in not_applicable if e.config is None], compare_with)
     if fmt == "markdown":
-        return render_markdown(rows, layout, epoch, split, skipped, decimals)
+        return render_markdown(rows, ctx, decimals)
     if fmt == "latex":
-        return render_latex(rows, layout, epoch, split, skipped, decimals)
+        return render_latex(rows, ctx, decimals)
     if fmt == "csv":
         return render_csv(rows, layout)
-    return render_json(rows, layout, epoch, split, skipped)
+    return render_json(rows, ctx)

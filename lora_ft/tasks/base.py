@@ -89,8 +89,8 @@ class Task(ABC):
     column_aliases: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     # The split that is decoded and scored when the task has no test split of its own (MNLI: validation).
     scored_split: ClassVar[str] = "test"
-    # Whether a completion is one line (SAMSum's summary, MNLI's answer word): decoding then also stops at a line break
-    # and `end_completion` cuts there. E2E keeps the authors' rule (stop at EOS or a blank line).
+    # Whether a completion is one line (SAMSum's summary, MNLI's answer word): `end_completion` keeps its first line
+    # with text (decoding does not stop at line breaks). E2E keeps the authors' rule (stop at EOS or a blank line).
     single_line: ClassVar[bool] = False
     # The real words a prefix method's virtual tokens start as, unless method.init_text says otherwise (Li & Liang:
     # task words such as "summarization" or "table-to-text:" start best); words that cue the completion keep an
@@ -120,8 +120,9 @@ class Task(ABC):
         return [EvalItem(e.context, (e.target.strip(),), e.meta) for e in examples]
 
     def end_completion(self, text: str) -> str:
-        """Where a generated completion ends: at its first line break for single-line tasks (the model may go on to
-        write the dialogue's next turn); otherwise the text as decoded."""
+        """Where a generated completion ends: for single-line tasks, the first line with text (leading blank lines
+        skipped: the format's "\n\n" is already in the prompt; the model may go on to write the dialogue's next turn
+        after it); otherwise the text as decoded."""
         if self.single_line:
             text = text.strip().splitlines()[0] if text.strip() else ""
         return text.strip()

