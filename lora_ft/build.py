@@ -55,6 +55,17 @@ def adapted_model(cfg: RunConfig, *, weights: str = "pretrained") -> AdaptedMode
     return AdaptedModel(model, method, arch)
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """`training.gradient_checkpointing`: each block keeps only its input and recomputes the rest in backward.
+
+    Non-reentrant checkpointing (torch.utils.checkpoint, use_reentrant=False) replays the dropout RNG, so the numbers
+    are those without it (tests/test_gradient_checkpointing.py). It needs no input that requires grad, so the hook
+    transformers adds for reentrant checkpointing with frozen embeddings (`enable_input_require_grads`) is removed:
+    it would only make backward compute an unused gradient for the embedding output."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.disable_input_require_grads()
+
+
 _LAYER_INDEX = re.compile(r"\.\d+\.")
 
 

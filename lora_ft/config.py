@@ -113,6 +113,17 @@ class TrainingConfig:
     label_smoothing: float = option(0.1, help="label smoothing of the token loss (paper E2E: 0.1)")
     max_grad_norm: float | None = option(None, help="gradient clipping norm; null = none (paper E2E: none)")
     mixed_precision: Literal["no", "fp16", "bf16"] = option("no", help="Accelerate mixed precision (paper: fp32)")
+    packing: Literal["auto", "off"] = option(
+        "auto",
+        help="'auto': each batch's examples packed into rows without padding where that gives the padded batch's "
+        "loss and gradients (every method; GPT-2, LLaMA/Qwen, GPT-NeoX, GPT-J with sdpa or eager attention; "
+        "lora_ft/packing.py); dropout masks then fall in another layout (same distribution). 'off': padded batches",
+    )
+    gradient_checkpointing: bool = option(
+        False,
+        help="recompute each block's activations in backward instead of keeping them (same numbers; ~1/3 more "
+        "compute, activation memory ~ one hidden state per block; `lora-ft params` shows the estimate)",
+    )
     seed: int = option(110, help="random seed for init, dropout and data order (paper E2E: 110)")
     log_every_steps: int = option(10, help="log loss, learning rate and tokens/s every N steps")
     eval_batch_size: int = option(16, help="batch size of the validation-loss pass")

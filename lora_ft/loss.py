@@ -36,15 +36,19 @@ def _lm_head(model: nn.Module) -> nn.Module:
 
 
 @contextmanager
-def completion_positions(model: nn.Module, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def completion_positions(
+    model: nn.Module, labels: torch.Tensor, example: torch.Tensor | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """While open, the model's forward returns logits for the completion positions only, as (tokens, vocabulary).
 
     Yields ``(targets, rows)``: the next-token ids those logits predict, in row-major order of the positions, and
-    the batch row of each. ``labels`` are the batch's labels (-100 where there is no loss), aligned with the inputs.
+    the example of each: its batch row, or, given ``example`` (the example of every position, as labels' shape: a
+    packed batch, lora_ft/packing.py), that. ``labels`` are the batch's labels (-100 where there is no loss),
+    aligned with the inputs.
     """
     keep = labels[:, 1:] != IGNORE  # position t predicts labels[t + 1]; the last position predicts nothing
     targets = labels[:, 1:][keep]
-    rows = keep.nonzero(as_tuple=True)[0]
+    rows = keep.nonzero(as_tuple=True)[0] if example is None else example[:, 1:][keep]
 
     def gather(_module: nn.Module, args: tuple) -> tuple:
         hidden = args[0]

@@ -41,6 +41,9 @@ HARMLESS_ON_RESUME: dict[str, str] = {
     "training.eval_batch_size": "the validation loss sums per-example losses: it changes by rounding only",
     "training.checkpoint_every_steps": "which step checkpoints are written, not what is trained",
     "training.num_workers": "the data order comes from the seeded sampler, not from the workers",
+    "training.packing": "packed batches give the padded ones' loss and gradients up to rounding (dropout masks in "
+                        "another layout, same distribution)",
+    "training.gradient_checkpointing": "recomputing activations changes memory and speed, not the numbers",
     "decoding.batch_size": "padded positions are masked, so batching prompts changes the speed only",
     "output.dir": "the run directory may have been moved or renamed",
     "output.overwrite": "not used by a resume",

@@ -31,11 +31,12 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import console
-from .build import adapted_model, parameter_report, preflight
+from .build import adapted_model, enable_gradient_checkpointing, parameter_report, preflight
 from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
 from .config import RunConfig
 from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
 from .loss import completion_loss, completion_loss_per_example, completion_positions
+from .packing import packing_for
 from .models.loading import load_tokenizer
 from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, check_run_dir, close_run_log, open_run_log, run_dir_of
 from .atomic import DiskFullError, disk_full_error
@@ -128,6 +129,9 @@ class Trainer:
         self.tokenizer = load_tokenizer(cfg.model)
         adapted = adapted_model(cfg)
         self.model, self.method = adapted.model, adapted.method
+        if t.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
+        self.packing = packing_for(self.model, t.packing)  # batches packed without padding where exact (packing.py)
         self.virtual = virtual_tokens_for(self.method, self.model)
         collate = CausalLMCollator(pad_token_id=self.tokenizer.pad_token_id)
         self.train_set = build_train_dataset(self.tokenizer, self.task, "train", self.virtual, cfg.task.max_length)
@@ -172,7 +176,7 @@ class Trainer:
             self.results.parameters = ParameterCounts(**self.report)
         self.results.extra.update(
             num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command,
-            optimizer=describe_optimizer(cfg.training),
+            optimizer=describe_optimizer(cfg.training), batches=self.packing.describe(),
         )
         if self.log_with:
             start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict())
@@ -215,9 +219,11 @@ class Trainer:
         loss; selecting the completion positions, loss.py, is the one per step)."""
         acc, t = self.accelerator, self.cfg.training
         with acc.accumulate(self.model):
-            # the LM head and the loss on completion positions only (lora_ft/loss.py; same numbers)
-            with completion_positions(self.model, batch["labels"]) as (targets, _rows):
-                outputs = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            # packed without padding where exact (packing.py); the LM head and the loss on completion positions only
+            # (loss.py): same numbers as the padded batch's full logits
+            layout = self.packing(batch)
+            with completion_positions(self.model, layout.labels) as (targets, _rows):
+                outputs = self.model(**layout.inputs)
             loss_sum, tokens = completion_loss(outputs.logits, targets, t.label_smoothing)
             global_tokens = acc.gather(tokens.detach()).sum().clamp(min=1)
             # DDP averages gradients over processes: scaling by their number makes this the global token mean.
@@ -245,8 +251,9 @@ class Trainer:
         self.model.eval()
         loss_total, token_total = 0.0, 0
         for batch in self.valid_loader:
-            with completion_positions(self.model, batch["labels"]) as (targets, rows):
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            layout = self.packing(batch)
+            with completion_positions(self.model, layout.labels, layout.example) as (targets, rows):
+                logits = self.model(**layout.inputs).logits
             example_losses, example_tokens = self.accelerator.gather_for_metrics(
                 completion_loss_per_example(logits, targets, rows, batch["labels"].shape[0])
             )
@@ -268,6 +275,7 @@ class Trainer:
             self._write_config()
             write_results(self.run_dir, self.results)
         logger.info("parameters: %d trainable of %d", self.report["trainable"], self.report["total"])
+        logger.info("batches: %s", self.packing.describe())
         self.bar = tqdm(total=self.total_steps, initial=p.step, desc="train",
                         disable=not (acc.is_main_process and console.progress_bars()))
         self.model.train()

@@ -1,22 +1,26 @@
 """Benchmark: training steps on real E2E batches, lora-ft against its peers (peft's LoRA, a plain transformers loop).
 
     python scripts/bench_training.py [--layers 4] [--batch 8] [--batches 6] [--rank 4] [--device cpu|cuda]
-                                     [--out bench/training-<device>.json]
+                                     [--runners NAME,...] [--threads N] [--out bench/training-<device>.json]
 
 Batches: the first `--batches` x `--batch` rows of the E2E validation split (MR + reference, GPT-2 tokenised,
 right-padded per batch as lora-ft's collator does: real lengths, not a fixed 8 x 128). Model: GPT-2 M's shape with
 random weights (speed does not depend on the weights' values), `--layers` blocks to fit a CPU (0: all 24).
 Steps timed, alternately, on the same batches, each with AdamW:
-- lora_ft_lora:  lora-ft LoRA (q, v), LM head and loss on completion positions only (lora_ft/loss.py);
-- lora_ft_lora_full_logits: the same model with the loss from every position's logits (the padded reference);
+- lora_ft_lora:  lora-ft LoRA (q, v) as it trains by default: the batch packed into rows without padding
+  (lora_ft/packing.py), LM head and loss on completion positions only (lora_ft/loss.py);
+- lora_ft_lora_padded: the same on the padded batch (training.packing: off);
+- lora_ft_lora_full_logits: the padded batch with the loss from every position's logits (the reference);
 - peft_lora: peft LoRA on c_attn, `model(..., labels=...).loss` (transformers' loss over all positions);
-- lora_ft_ft / transformers_ft: full fine-tuning, lora-ft's loss vs the plain transformers loop.
-Writes median ms per step, completion tokens per second and the ratios.
+- lora_ft_ft / lora_ft_ft_padded / transformers_ft: full fine-tuning, packed and padded, vs the plain transformers loop.
+All of lora-ft's variants give the same loss and gradients (tests/test_loss.py, tests/test_packing.py).
+Writes median ms per step, completion tokens per second (the tokens that carry loss) and the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -48,6 +52,16 @@ def e2e_batches(count: int, size: int) -> list[dict[str, torch.Tensor]]:
     return [collate(features[i : i + size]) for i in range(0, len(features), size)]
 
 
+# speedup name -> (slower runner, faster runner): the first's median step time over the second's
+SPEEDUPS = {
+    "speedup_lora_ft_over_peft": ("peft_lora", "lora_ft_lora"),
+    "speedup_packed_over_padded": ("lora_ft_lora_padded", "lora_ft_lora"),
+    "speedup_gathered_over_full_logits": ("lora_ft_lora_full_logits", "lora_ft_lora_padded"),
+    "speedup_lora_ft_ft_over_transformers": ("transformers_ft", "lora_ft_ft"),
+    "speedup_ft_packed_over_padded": ("lora_ft_ft_padded", "lora_ft_ft"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=4)
@@ -56,14 +70,19 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="passes over the batches, alternating the runners")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runners", default="", help="comma-separated subset of the runners below (default: all)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import peft
 
     from lora_ft.build import adapted_model
     from lora_ft.config import config_from_dict
     from lora_ft.loss import completion_loss, completion_positions, full_logits_loss
+    from lora_ft.packing import packing_for, padded
 
     device = torch.device(args.device)
     overrides = {"n_layer": args.layers} if args.layers else {}
@@ -74,22 +93,37 @@ def main() -> None:
         torch.manual_seed(0)
         return adapted_model(config_from_dict({**base_cfg, "method": method})).model.to(device).train()
 
-    lora = {"name": "lora", "rank": args.rank, "alpha": 32, "dropout": 0.1, "targets": ["q", "v"]}
-    ours_lora = build(lora)
-    theirs_lora = peft.get_peft_model(
-        build({"name": "ft"}), peft.LoraConfig(r=args.rank, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"],
-                                               fan_in_fan_out=True)
-    ).train()
-    ft_ours, ft_theirs = build({"name": "ft"}), build({"name": "ft"})
+    # Each model built once, when a chosen runner first needs it (the LoRA variants share one model, as do lora-ft's FT).
+    @functools.cache
+    def ours_lora():
+        return build({"name": "lora", "rank": args.rank, "alpha": 32, "dropout": 0.1, "targets": ["q", "v"]})
+
+    @functools.cache
+    def theirs_lora():
+        config = peft.LoraConfig(r=args.rank, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn"],
+                                 fan_in_fan_out=True)
+        return peft.get_peft_model(build({"name": "ft"}), config).train()
+
+    @functools.cache
+    def ft_ours():
+        return build({"name": "ft"})
+
+    @functools.cache
+    def ft_theirs():
+        return build({"name": "ft"})
+
     batches = [{k: v.to(device) for k, v in b.items()} for b in e2e_batches(args.batches, args.batch)]
 
-    def lora_ft_step(model, gathered: bool):
+    def lora_ft_step(model, gathered: bool, packed: bool = False):
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        packing = packing_for(model, "auto")  # as the trainer packs
+        assert packing.active or not packed, packing.reason
 
         def step(batch):
             if gathered:
-                with completion_positions(model, batch["labels"]) as (targets, _rows):
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                layout = packing(batch) if packed else padded(batch)
+                with completion_positions(model, layout.labels) as (targets, _rows):
+                    logits = model(**layout.inputs).logits
                 loss_sum, tokens = completion_loss(logits, targets, 0.1)
             else:
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -109,12 +143,19 @@ def main() -> None:
         return step
 
     runners = {
-        "lora_ft_lora": lora_ft_step(ours_lora, True),
-        "lora_ft_lora_full_logits": lora_ft_step(ours_lora, False),
-        "peft_lora": transformers_step(theirs_lora),
-        "lora_ft_ft": lora_ft_step(ft_ours, True),
-        "transformers_ft": transformers_step(ft_theirs),
+        "lora_ft_lora": lambda: lora_ft_step(ours_lora(), True, packed=True),
+        "lora_ft_lora_padded": lambda: lora_ft_step(ours_lora(), True),
+        "lora_ft_lora_full_logits": lambda: lora_ft_step(ours_lora(), False),
+        "peft_lora": lambda: transformers_step(theirs_lora()),
+        "lora_ft_ft": lambda: lora_ft_step(ft_ours(), True, packed=True),
+        "lora_ft_ft_padded": lambda: lora_ft_step(ft_ours(), True),
+        "transformers_ft": lambda: transformers_step(ft_theirs()),
     }
+    chosen = args.runners.split(",") if args.runners else list(runners)
+    unknown = sorted(set(chosen) - set(runners))
+    if unknown:
+        parser.error(f"unknown runners {unknown}; choose from {', '.join(runners)}")
+    runners = {name: runners[name]() for name in chosen}  # builds only the models the chosen runners use
     for fn in runners.values():  # warm-up
         fn(batches[0])
     times: dict[str, list[float]] = {name: [] for name in runners}
@@ -138,16 +179,17 @@ def main() -> None:
         "device": args.device, "layers": args.layers or 24, "batch": args.batch, "batches": args.batches,
         "rank": args.rank, "torch": torch.__version__, "peft": peft.__version__,
         "completion_token_share": round(completion_tokens / positions, 3),
+        "padding_share": round(1 - sum(int(b["attention_mask"].sum()) for b in batches) / positions, 3),
+        "completion_tokens_per_step": round(mean_step_tokens, 1),
     }
     for name, values in times.items():
         ms = 1000 * statistics.median(values)
         report[f"{name}_step_ms"] = round(ms, 1)
         report[f"{name}_completion_tokens_per_s"] = round(mean_step_tokens / (ms / 1000), 1)
-    report["speedup_lora_ft_over_peft"] = round(report["peft_lora_step_ms"] / report["lora_ft_lora_step_ms"], 2)
-    report["speedup_gathered_over_full_logits"] = round(
-        report["lora_ft_lora_full_logits_step_ms"] / report["lora_ft_lora_step_ms"], 2
-    )
-    report["speedup_lora_ft_ft_over_transformers"] = round(report["transformers_ft_step_ms"] / report["lora_ft_ft_step_ms"], 2)
+    report["threads"] = torch.get_num_threads()
+    for ratio, (slow, fast) in SPEEDUPS.items():  # those whose two runners ran
+        if slow in times and fast in times:
+            report[ratio] = round(report[f"{slow}_step_ms"] / report[f"{fast}_step_ms"], 2)
     report["command"] = "python scripts/bench_training.py " + " ".join(sys.argv[1:])
     out = args.out or ROOT / "bench" / f"training-{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -66,11 +66,20 @@ GPT3_TASKS = {  # task -> (max_length, note)
     "mnli": (768, "MNLI-matched accuracy on validation_matched"),
     "samsum": (2048, "SAMSum ROUGE-1/2/L on test"),
 }
-# The paper's batch of 128 as micro-batch x gradient accumulation, the micro-batch the largest whose LoRA training
-# memory `lora-ft params` estimates at <= 72 GB (one 80 GB GPU with 10% headroom; fp32 weights, bf16 autocast):
-# wikisql 8 x 16 (53.6 GB), mnli 4 x 32 (53.6 GB), samsum 2 x 64 (61.3 GB). At 128 x 1 they would need 401-2006 GB.
-# Full fine-tuning needs 125-153 GB at these micro-batches (weights, gradients and AdamW state alone: 122 GB): FSDP.
+# The paper's batch of 128 as micro-batch x gradient accumulation: wikisql 8 x 16, mnli 4 x 32, samsum 2 x 64
+# (8 x 384, 4 x 768 and 2 x 2048 tokens per forward). At 128 x 1 they would need hundreds of GB.
 GPT3_MICRO_BATCH = {"wikisql": 8, "mnli": 4, "samsum": 2}
+# Memory, as `lora-ft params` estimates it (one 80 GB GPU, <= 72 GB to keep 10% headroom). model.dtype float32: the
+# trained tensors (LoRA A/B, adapters, prefixes, biases) are created in the base weights' dtype, and AdamW updates below
+# bfloat16's resolution would be lost; bf16 autocast does the compute (training.mixed_precision).
+# - every parameter-efficient row (LoRA, adapters, prefixes, BitFit): weights 30.5 GB + activations + logits.
+#   wikisql, mnli: 71.2 GB without gradient checkpointing: fits. samsum: 84.7 GB without, 41.3 GB with it: the
+#   samsum rows set training.gradient_checkpointing (it recomputes each block's forward in backward: slower).
+# - full fine-tuning (FT): weights, gradients and AdamW state alone are 122 GB: it does not fit one 80 GB GPU and
+#   needs FSDP (`accelerate launch` with an FSDP config) over 2 GPUs, which shard the 122 GB and split the
+#   micro-batch: 61 GB + half the activations and logits per GPU, 65-66 GB with gradient checkpointing (81-88 GB
+#   without), so the FT rows set it too.
+GPT3_CHECKPOINTING_TASKS = ("samsum",)
 GPT3_BATCH = 128
 GPT3_ROWS = {  # suffix -> (method, lr)   (paper Table 12)
     "ft": ({"name": "ft"}, 5e-6),
@@ -107,17 +116,23 @@ def main() -> None:
             name = f"{task}_gpt3standin_{suffix}"
             note = (f"Table 4 ({what}), {suffix}: the paper's GPT-3 recipe (Table 12) on {STAND_IN}, "
                     "an open stand-in for GPT-3 175B; scores are not comparable one-to-one with the paper's")
+            checkpointing = suffix == "ft" or task in GPT3_CHECKPOINTING_TASKS
             if suffix == "ft":
                 note += ("\n# Memory: full fine-tuning of 7.6B parameters does not fit one 80 GB GPU (`lora-ft params`: "
-                         "weights, gradients and AdamW state alone are 122 GB); shard it with FSDP over several GPUs")
+                         "weights, gradients and AdamW state alone are 122 GB); shard it with FSDP over 2 GPUs (61 GB "
+                         "each), with gradient checkpointing for the activations")
+            elif checkpointing:
+                note += ("\n# Memory: fits one 80 GB GPU with gradient checkpointing (`lora-ft params`: 41 GB; 85 GB "
+                         "without)")
             write(name, note, {
-                "model": {"name_or_path": STAND_IN},  # fp32 weights, bf16 autocast: trained tensors stay fp32
+                "model": {"name_or_path": STAND_IN, "dtype": "float32"},  # bf16 autocast; trained tensors fp32
                 "task": {"name": task, "max_length": max_length},
                 "method": method,
                 "training": {
                     "epochs": 2, "batch_size": GPT3_MICRO_BATCH[task],
                     "gradient_accumulation_steps": GPT3_BATCH // GPT3_MICRO_BATCH[task], "optimizer": OPTIMIZER, "learning_rate": lr, "weight_decay": 0.1,
-                    "warmup_tokens": 250_000, "label_smoothing": 0.0, "mixed_precision": "bf16", "seed": 1,
+                    "warmup_tokens": 250_000, "label_smoothing": 0.0, "mixed_precision": "bf16",
+                    "gradient_checkpointing": checkpointing, "seed": 1,
                 },
                 "decoding": {"split": "test" if task == "samsum" else "validation", "num_beams": 1,
                              "length_penalty": 1.0, "no_repeat_ngram_size": 0,

@@ -1,6 +1,8 @@
 """Measure the peak memory of CPU training steps and print it beside lora_ft.memory's estimate (one JSON line).
 
-    python tests/memory_probe.py lora|ft [BLOCKS BATCH LENGTH]   (default 2 8 128)
+    python tests/memory_probe.py lora|ft [BLOCKS BATCH LENGTH [gc] [bf16]]   (default 2 8 128)
+
+gc: gradient checkpointing; bf16: float32 weights under bf16 autocast (training.mixed_precision bf16, on the CPU).
 
 Run in a fresh process (tests/test_memory.py does) because the measure is the process's peak resident set
 (getrusage ru_maxrss, which the kernel keeps and which no allocator can hide), taken as a DELTA over a baseline read
@@ -21,10 +23,11 @@ import ctypes
 import sys
 
 
-def probe(method: str, blocks: int = 2, batch: int = 8, length: int = 128) -> dict:
+def probe(method: str, blocks: int = 2, batch: int = 8, length: int = 128, checkpointing: bool = False,
+          autocast: bool = False) -> dict:
     import torch
 
-    from lora_ft.build import adapted_model, count_for_config, preflight
+    from lora_ft.build import adapted_model, count_for_config, enable_gradient_checkpointing, preflight
     from lora_ft.config import config_from_dict
     from lora_ft.loss import completion_loss, completion_positions
     from lora_ft.memory import estimate_training_memory
@@ -37,7 +40,8 @@ def probe(method: str, blocks: int = 2, batch: int = 8, length: int = 128) -> di
                   "config_overrides": {"n_layer": blocks, "n_embd": 768, "n_head": 12, "vocab_size": 8192}},
         "task": {"name": "e2e", "max_length": length},
         "method": method_cfg,
-        "training": {"batch_size": batch, "label_smoothing": 0.0},
+        "training": {"batch_size": batch, "label_smoothing": 0.0, "gradient_checkpointing": checkpointing,
+                     "mixed_precision": "bf16" if autocast else "no"},
         "output": {"dir": "unused"},
     }, source="memory_probe")
     counts = count_for_config(cfg)
@@ -48,20 +52,23 @@ def probe(method: str, blocks: int = 2, batch: int = 8, length: int = 128) -> di
     baseline = _rss("VmRSS")
 
     model = adapted_model(cfg).model
+    if checkpointing:
+        enable_gradient_checkpointing(model)
     model.train()
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.training)
     after_build = _rss("VmRSS")
     _reset_peak()  # building the model (random init) peaks on its own; the training steps are what is measured
     for _ in range(2):  # the second step runs with the optimizer state allocated
-        with completion_positions(model, ids) as (targets, _rows):
-            logits = model(input_ids=ids).logits
-        loss_sum, tokens = completion_loss(logits, targets, 0.0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # as Accelerate's bf16 on the CPU
+            with completion_positions(model, ids) as (targets, _rows):
+                logits = model(input_ids=ids, use_cache=False).logits
+            loss_sum, tokens = completion_loss(logits, targets, 0.0)
         (loss_sum / tokens).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         del logits, loss_sum
     peak = _rss("VmHWM")
-    return {"method": method, "measured": peak - baseline, "weights_measured": after_build - baseline,
+    return {"method": method, "checkpointing": checkpointing, "autocast": autocast, "measured": peak - baseline, "weights_measured": after_build - baseline,
             "estimate": estimate}
 
 
@@ -81,4 +88,5 @@ def _reset_peak() -> None:
 
 
 if __name__ == "__main__":
-    print(json.dumps(probe(sys.argv[1], *map(int, sys.argv[2:]))))
+    numbers, flags = sys.argv[2:5], sys.argv[5:]
+    print(json.dumps(probe(sys.argv[1], *map(int, numbers), checkpointing="gc" in flags, autocast="bf16" in flags)))

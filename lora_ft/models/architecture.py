@@ -76,6 +76,9 @@ class Architecture:
     extra: dict = field(default_factory=dict)
     # the output projection to the vocabulary, from the model root (lora_ft.loss applies it to completion positions)
     lm_head: str = "lm_head"
+    # Whether transformers builds this family's attention mask from `position_ids` (masking_utils), so that examples
+    # packed into one row with positions restarting at 0 attend only within themselves (lora_ft/packing.py).
+    packing: bool = True
 
     def block_list(self, model: "nn.Module") -> "nn.ModuleList":
         return model.get_submodule(self.blocks)

@@ -22,4 +22,6 @@ OPT = Architecture(
     dropout_keys=("dropout", "attention_dropout"),
     bias_switches={"enable_bias": True, "layer_norm_elementwise_affine": True},
     examples="OPT",
+    # transformers 5.24's OPTModel does not pass position_ids to create_causal_mask: packed examples would see each other
+    packing=False,
 )

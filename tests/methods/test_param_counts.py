@@ -38,7 +38,7 @@ def test_lora_qv(shape, rank, expected):
 
 
 def test_ft_top2_gpt2_medium():
-    L, d = GPT2_M["L"], GPT2_M["d"]
+    d = GPT2_M["d"]
     per_block = 12 * d * d + 13 * d  # c_attn 3d^2+3d, c_proj d^2+d, c_fc 4d^2+4d, c_proj 4d^2+d, two LayerNorms 4d
     report = count("gpt2-medium", name="ft_top", top_k=2)
     assert report["trainable"] == 25_194_496 == 2 * per_block + 2 * d

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from importlib.util import find_spec
-from pathlib import Path
 
 import pytest
 import torch
