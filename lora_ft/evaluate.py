@@ -202,7 +202,8 @@ def evaluate_run(
         )
         start = time.time()
         outputs = beam_search(model, prompts, beam, pad_token_id=tokenizer.pad_token_id, device=device, progress=True)
-        predictions = [task.end_completion(decode_completion(tokenizer, ids)) for ids in outputs]
+        predictions = [task.end_completion(decode_completion(tokenizer, ids, blank_line_ends=not task.single_line))
+                       for ids in outputs]
         seconds = time.time() - start
         label = {None: "final", 0: "untrained" if untrained else "base"}.get(epoch, f"epoch{epoch}")
         predictions_file = f"predictions-{split}-{label}.txt"

@@ -108,11 +108,13 @@ def beam_search(
     return results
 
 
-def decode_completion(tokenizer: Any, token_ids: Sequence[int]) -> str:
-    """The text of generated ids, cut at the first "<|endoftext|>" (or the tokenizer's EOS) or "\\n\\n", and stripped."""
+def decode_completion(tokenizer: Any, token_ids: Sequence[int], *, blank_line_ends: bool = True) -> str:
+    """The text of generated ids, cut at the first "<|endoftext|>" (or the tokenizer's EOS) or, with
+    `blank_line_ends` (the authors' E2E rule), "\\n\\n"; stripped. One-line tasks pass False: their text may start
+    with a blank line, and `Task.end_completion` keeps the first line with text."""
     # No clean-up of tokenisation spaces: E2E references are space-tokenised ("centre ."), and so were the authors' outputs.
     text = tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    markers = ["<|endoftext|>", "\n\n"]
+    markers = ["<|endoftext|>", "\n\n"] if blank_line_ends else ["<|endoftext|>"]
     if isinstance(getattr(tokenizer, "eos_token", None), str) and tokenizer.eos_token:
         markers.append(tokenizer.eos_token)
     for marker in markers:

@@ -88,3 +88,18 @@ def test_eval_config_scores_an_untrained_model_in_a_new_run_dir(tmp_path, shared
     assert "is not empty" in capsys.readouterr().err
     assert main(["eval", "--config", str(path), "--base", "--overwrite"]) == 0
     assert (run / "predictions-test-base.txt").is_file()
+
+
+def test_a_one_line_completion_after_a_blank_line_keeps_its_text(gpt2_tokenizer_dir):
+    """SmolLM2 PreLayer after 12 SAMSum steps decoded "\\n\\nThe original text is ...": cut at the blank line (E2E's rule)
+    every summary was empty and scored ROUGE 0."""
+    from transformers import AutoTokenizer
+
+    from lora_ft.generate import decode_completion
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gpt2_tokenizer_dir))
+    ids = tokenizer.encode("\n\nThe original text.\nRob: ok<|endoftext|> more", add_special_tokens=False)
+    samsum, e2e = get_task(TaskConfig(name="samsum")), get_task(TaskConfig(name="e2e"))
+    text = decode_completion(tokenizer, ids, blank_line_ends=not samsum.single_line)
+    assert samsum.end_completion(text) == "The original text."
+    assert e2e.end_completion(decode_completion(tokenizer, ids, blank_line_ends=not e2e.single_line)) == ""  # the authors'
