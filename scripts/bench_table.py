@@ -30,30 +30,35 @@ def rows(bench: Path) -> list[tuple[str, str, str, str, str]]:
                 f"{data['ratio_official_over_lora_ft']}x" if official else "", command,
             ))
         elif name.startswith("decoding-"):
+            cpu = data.get("cpu_ms_per_mr", {})
             out.append((
-                f"beam search, {data['model']} on {data['device']} (ms per MR)",
+                f"beam search, {data['model']} on {data['device']} (ms per MR, wall; CPU ms "
+                f"{cpu.get('lora_ft')} vs {cpu.get('hf_generate')}: {data.get('cpu_speedup_lora_ft_over_hf')}x)",
                 f"{data['lora_ft_ms_per_mr']}", f"{data['hf_generate_ms_per_mr']} (transformers generate)",
                 f"{data['speedup_lora_ft_over_hf']}x", command,
             ))
         elif name.startswith("training-"):
             where = f"GPT-2 M shape, {data['layers']} blocks, {data['device']}"
-            out.append((
-                f"LoRA step, real E2E batches of {data['batch']}, {where} (ms; completion tok/s)",
-                f"{data['lora_ft_lora_step_ms']} ({data['lora_ft_lora_completion_tokens_per_s']})",
-                f"{data['peft_lora_step_ms']} ({data['peft_lora_completion_tokens_per_s']}) (peft)",
-                f"{data['speedup_lora_ft_over_peft']}x", command,
-            ))
-            out.append((
-                "LoRA step, same batches, loss from all positions' logits (ms)",
-                f"{data['lora_ft_lora_step_ms']}", f"{data['lora_ft_lora_full_logits_step_ms']} (padded reference)",
-                f"{data['speedup_gathered_over_full_logits']}x", command,
-            ))
-            out.append((
-                "full fine-tuning step, same batches (ms; completion tok/s)",
-                f"{data['lora_ft_ft_step_ms']} ({data['lora_ft_ft_completion_tokens_per_s']})",
-                f"{data['transformers_ft_step_ms']} ({data['transformers_ft_completion_tokens_per_s']}) (transformers loop)",
-                f"{data['speedup_lora_ft_ft_over_transformers']}x", command,
-            ))
+            step = f"real E2E batches of {data['batch']}, {where}"
+            pairs = [  # (what, ours, peer, peer's label, ratio key)
+                (f"LoRA step, {step} (ms; completion tok/s)", "lora_ft_lora", "peft_lora", "peft",
+                 "speedup_lora_ft_over_peft"),
+                ("LoRA step packed vs the same step padded (ms)", "lora_ft_lora", "lora_ft_lora_padded",
+                 "padded reference", "speedup_packed_over_padded"),
+                ("LoRA step padded, LM head on completion positions vs all positions' logits (ms)",
+                 "lora_ft_lora_padded", "lora_ft_lora_full_logits", "all logits", "speedup_gathered_over_full_logits"),
+                ("full fine-tuning step, same batches (ms; completion tok/s)", "lora_ft_ft", "transformers_ft",
+                 "transformers loop", "speedup_lora_ft_ft_over_transformers"),
+            ]
+            for what, ours, peer, label, ratio in pairs:
+                if ratio not in data:
+                    continue
+                out.append((
+                    what,
+                    f"{data[f'{ours}_step_ms']} ({data[f'{ours}_completion_tokens_per_s']})",
+                    f"{data[f'{peer}_step_ms']} ({data[f'{peer}_completion_tokens_per_s']}) ({label})",
+                    f"{data[ratio]}x", command,
+                ))
         elif name == "lora_speed":
             out.append((
                 f"LoRA step, fixed {data['batch']} x {data['seq']} batch, {data['layers']} blocks (ms)",
