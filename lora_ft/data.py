@@ -71,7 +71,9 @@ def encode_example(
 
 
 class CausalLMCollator:
-    """Right-pads a batch: input_ids with `pad_token_id`, labels with -100, attention_mask 1 on real tokens."""
+    """Right-pads a batch: input_ids with `pad_token_id`, labels with -100, attention_mask 1 on real tokens, and
+    `lengths`, each example's token count as Python ints: packing (packing.py) lays out a batch from them without
+    reading the mask back from the GPU (a device sync every step)."""
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
         if pad_token_id is None:
@@ -79,7 +81,7 @@ class CausalLMCollator:
         self.pad_token_id = int(pad_token_id)
         self.pad_to_multiple_of = pad_to_multiple_of
 
-    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if not features:
             raise ValueError("cannot collate an empty batch")
         width = max(len(f["input_ids"]) for f in features)
@@ -94,7 +96,8 @@ class CausalLMCollator:
             input_ids[row, :length] = torch.as_tensor(f["input_ids"], dtype=torch.long)
             labels[row, :length] = torch.as_tensor(f["labels"], dtype=torch.long)
             attention_mask[row, :length] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        lengths = [len(f["input_ids"]) for f in features]
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "lengths": lengths}
 
 
 class EncodedDataset(Dataset):

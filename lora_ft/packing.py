@@ -75,7 +75,8 @@ def pack(batch: dict[str, torch.Tensor], row_tokens: int | None = None) -> Model
     example's last position would predict it, so its label is set to -100."""
     real = batch["attention_mask"].bool()
     width_in = real.shape[1]
-    lengths = real.sum(dim=1).tolist()  # one host sync per batch
+    # the collator's host-side lengths; from the mask (a device sync on a GPU) for a batch made elsewhere
+    lengths = batch["lengths"] if "lengths" in batch else real.sum(dim=1).tolist()
     cap = sum(lengths) if row_tokens is None else max(max(lengths), row_tokens)
     rows: list[list[int]] = []  # example indices per row
     filled: list[int] = []
