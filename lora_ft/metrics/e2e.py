@@ -25,7 +25,6 @@ import math
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from collections import Counter
 from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 from lora_ft.metrics.meteor_paraphrase import scored_words
 from lora_ft.metrics.meteor_process import MeteorPool, process_count
 from lora_ft.metrics.cider import corpus_cider
-from lora_ft.metrics.nist import ReferenceCounts, lowercase_tokens, nist_of_tokens
+from lora_ft.metrics.nist import NgramMatches, lowercase_tokens, nist_of_matches
 from lora_ft.metrics.rouge_l import corpus_rouge_l
 from lora_ft.metrics.ptb_tokenizer import coco_tokenize_batch
 from ..errors import UserError
@@ -245,10 +244,6 @@ _BLEU_SMALL = 1e-9
 _BLEU_MAX_N = 4
 
 
-def _ngram_counts(tokens: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-
-
 def _bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """The official scorer's BLEU (pymteval ``BLEUScore``, case-insensitive, 4-grams), as a fraction.
 
@@ -257,22 +252,20 @@ def _bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> fl
     (empty) token; sacrebleu counts neither. On outputs of 4 tokens or more the two agree to ~1e-16 (tested).
     """
     outputs = [lowercase_tokens(prediction) for prediction in predictions]
-    counts = [ReferenceCounts([lowercase_tokens(ref) for ref in refs], _BLEU_MAX_N) for refs in references]
-    return _bleu_of_tokens(outputs, counts)
+    tokens = [[lowercase_tokens(ref) for ref in refs] for refs in references]
+    return _bleu_of_matches(NgramMatches(outputs, tokens, _BLEU_MAX_N))
 
 
-def _bleu_of_tokens(outputs: Sequence[list[str]], references: Sequence[ReferenceCounts]) -> float:
-    """:func:`_bleu` on lower-cased MT-Eval tokens and the references' n-gram counts (n up to 4 or more)."""
-    hits = [0] * _BLEU_MAX_N
+def _bleu_of_matches(matches: NgramMatches) -> float:
+    """:func:`_bleu` from the outputs' and references' n-gram statistics (n up to 4 or more)."""
+    hits = [int(matches.hits[n][2].sum()) for n in range(_BLEU_MAX_N)]  # clipped matches: integers, exact
     candidates = [0] * _BLEU_MAX_N
     reference_length = 0
-    for output, segment in zip(outputs, references):
-        clip = segment.clip  # each n-gram's highest count in any one reference
+    for length, lengths in zip(matches.output_lengths, matches.reference_lengths):
         for n in range(1, _BLEU_MAX_N + 1):
-            hits[n - 1] += sum(min(count, clip.get(ngram, 0)) for ngram, count in _ngram_counts(output, n).items())
-            candidates[n - 1] += len(output) - n + 1  # may be <= 0: pymteval adds it as it is
+            candidates[n - 1] += length - n + 1  # may be <= 0: pymteval adds it as it is
         # the reference closest in length to the output; on a tie the shorter
-        reference_length += min(segment.lengths, key=lambda length: (abs(length - len(output)), length))
+        reference_length += min(lengths, key=lambda ref: (abs(ref - length), ref))
     log_precision = sum(
         math.log(max(hit, _BLEU_TINY) / max(candidate, _BLEU_SMALL)) for hit, candidate in zip(hits, candidates)
     )
@@ -317,9 +310,10 @@ def score_e2e(
             table_given.wait()
         # BLEU and NIST: the same MT-Eval tokens and reference n-gram counts (NIST needs up to 5-grams)
         outputs = [lowercase_tokens(prediction) for prediction in predictions]
-        counts = [ReferenceCounts([lowercase_tokens(ref) for ref in refs], 5) for refs in references]
-        scores["BLEU"] = 100.0 * _bleu_of_tokens(outputs, counts)
-        scores["NIST"] = nist_of_tokens(outputs, counts, 5)
+        tokens = [[lowercase_tokens(ref) for ref in refs] for refs in references]
+        matches = NgramMatches(outputs, tokens, 5)
+        scores["BLEU"] = 100.0 * _bleu_of_matches(matches)
+        scores["NIST"] = nist_of_matches(matches)
         scores["ROUGE_L"] = 100.0 * corpus_rouge_l(coco_preds, coco_refs)
         scores["CIDEr"] = corpus_cider(coco_preds, coco_refs)
         if pending is not None:
