@@ -7,7 +7,8 @@ Per metric (see /work/shared/reference/metrics.md for how each was checked again
   4 tokens (on longer ones the two agree, tested).
 - NIST: :func:`lora_ft.metrics.nist.corpus_nist`, a port of the official Python MT-Eval NIST-5.
 - METEOR: METEOR 1.5, the jar shipped in the pycocoevalcap wheel, run by Java with the COCO scorer's options
-  (one Java process, started on first use and kept: loading its paraphrase table takes several seconds).
+  (two Java processes where two cores are free, started as scoring starts and kept for later calls:
+  :mod:`lora_ft.metrics.meteor_process`).
 - ROUGE_L, CIDEr: pycocoevalcap's ``Rouge`` and ``Cider`` formulas, computed faster by :mod:`lora_ft.metrics.rouge_l`
   and :mod:`lora_ft.metrics.cider` (tested equal to pycocoevalcap).
 
@@ -299,8 +300,8 @@ def score_e2e(
     for refs in references:
         coco_refs.append(flat_refs[start : start + len(refs)])
         start += len(refs)
-    # METEOR runs in Java: start it now (it cuts its paraphrase table to these words, then loads it) and let it
-    # work while Python computes the other four metrics on the other core.
+    # METEOR runs in Java (started above): cut its paraphrase table to these words, give it, and let it score
+    # while Python computes the other four metrics.
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         if meteor:

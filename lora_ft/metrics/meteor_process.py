@@ -61,6 +61,7 @@ class MeteorProcess:
                         "-stdio", "-l", "en", "-norm"]
         self.table = Path(self.folder.name) / "paraphrase-cut.gz" if cut else None
         self.process: subprocess.Popen[bytes] | None = None
+        self.given = False  # whether give_table was called
         self.feeder: threading.Thread | None = None  # writes the table into the FIFO
         self.feed_error: BaseException | None = None
         if self.table is None:
@@ -78,7 +79,8 @@ class MeteorProcess:
 
     def give_table(self, data: bytes) -> None:
         """The cut paraphrase table (gzip bytes), for Java to load now."""
-        assert self.table is not None and self.feeder is None
+        assert self.table is not None and not self.given
+        self.given = True
         if self.process is None:  # no FIFO: write the file, then start Java
             self.table.write_bytes(data)
             self._start()
@@ -109,7 +111,7 @@ class MeteorProcess:
 
     def fed(self) -> bool:
         """Whether Java has (or never needed) the table it waits for."""
-        return self.table is None or (self.process is not None and (self.feeder is None or not self.feeder.is_alive()))
+        return self.table is None or (self.given and (self.feeder is None or not self.feeder.is_alive()))
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None and self.feed_error is None
