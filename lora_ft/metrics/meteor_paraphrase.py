@@ -116,6 +116,10 @@ class ParaphraseIndex:
             shutil.rmtree(folder, ignore_errors=True)
             if not cached.is_dir():  # else another process cached it first
                 raise
+        for old in range(1, _FORMAT):  # earlier formats of this table's index (v1: one 100 MB .npz)
+            for stale in cached.parent.glob(cached.name.replace(f"-v{_FORMAT}-", f"-v{old}-", 1) + "*"):
+                if stale.is_file():
+                    stale.unlink(missing_ok=True)
 
     @classmethod
     def build(cls, table: Path) -> ParaphraseIndex:

@@ -125,3 +125,18 @@ def test_index_cached_memory_mapped_rebuilt_when_damaged_and_kept_in_memory_when
     (tmp_path / "unwritable").write_text("a file, not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "unwritable"))
     assert ParaphraseIndex.for_table(table).filtered(*words) == expected  # in memory only
+
+
+def test_caching_the_index_removes_its_earlier_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = tmp_path / "paraphrase.gz"
+    _random_table(table, 3)
+    stat = table.stat()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "lora-ft"
+    folder.mkdir(parents=True)
+    stale = folder / f"meteor-paraphrase-v1-{stat.st_size}-{stat.st_mtime_ns}.npz"
+    other = folder / "meteor-paraphrase-v1-1-2.npz"  # another table's: kept
+    stale.write_bytes(b"old")
+    other.write_bytes(b"old")
+    ParaphraseIndex.for_table(table)
+    assert not stale.exists() and other.exists()
