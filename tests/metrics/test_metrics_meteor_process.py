@@ -34,18 +34,30 @@ def test_two_processes_only_with_two_cores_and_enough_segments(monkeypatch: pyte
     assert process_count(630) == 1
 
 
+def _eval(process: MeteorProcess, hypotheses: list[str], references: list[list[str]]) -> float:
+    """The corpus score as pycocoevalcap gets it: every segment's statistics, then one EVAL request of all."""
+    requests = [" ||| ".join(("SCORE", " ||| ".join(refs), hyp.replace("|||", "").replace("  ", " ")))
+                for hyp, refs in zip(hypotheses, references)]
+    stats = []
+    for request in requests:
+        process._send(request)
+        stats.append(process._read())
+    process._send("EVAL ||| " + " ||| ".join(stats))
+    return float([process._read() for _ in range(len(stats) + 1)][-1])
+
+
 @pytest.mark.slow
 @needs_java
-def test_two_processes_give_exactly_the_score_of_one(e2e_test_set, e2e_example) -> None:
-    """Each SCORE answer depends on its request alone, and one EVAL over all statistics gives the corpus score."""
+def test_two_processes_and_summed_statistics_give_exactly_the_eval_score(e2e_test_set, e2e_example) -> None:
+    """Each SCORE answer depends on its request alone, and EVAL scores the sums of the segments' whole counts."""
     mrs, references = e2e_test_set
-    cases = [_coco([template_output(mr) for mr in mrs], references), _coco(*e2e_example)]
+    cases = [_coco([template_output(mr) for mr in mrs], references), _coco(*e2e_example), e2e_example]
     try:
         for hypotheses, refs in cases:
-            one = e2e.meteor_score(hypotheses, refs, processes=1)
             two = e2e.meteor_score(hypotheses, refs, processes=2)
             assert len(e2e._meteor.processes) == 2  # type: ignore[union-attr]
-            assert two == one
+            assert two == _eval(e2e._meteor.processes[1], hypotheses, refs)  # type: ignore[union-attr]
+            assert e2e.meteor_score(hypotheses, refs, processes=1) == two
     finally:
         e2e.close_meteor()
 
