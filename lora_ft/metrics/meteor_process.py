@@ -34,6 +34,7 @@ Words = tuple[set[str], set[str]]  # the words of the hypotheses, the words of t
 # A second process costs Java's start (~0.5 s CPU); it pays off from ~70 E2E segments (~7 ms of Java CPU each).
 SPLIT_MIN = 100
 CHUNK = 16  # SCORE requests sent at a time
+_STATS, _CHUNKS = 23, 20  # numbers in a METEOR 1.5 statistics line; where its chunk count is
 
 
 def process_count(segments: int) -> int:
@@ -159,18 +160,24 @@ class MeteorProcess:
     def corpus_score(self, stats: Sequence[str]) -> float:
         """The corpus score of these segment statistics, as an EVAL request of all of them returns it.
 
-        EVAL adds the segments' statistics up and scores the sums, and its scoring reads only the counts that a
-        statistics line holds (``MeteorScorer.computeMetrics``, read in the jar's bytecode). The counts are whole
-        numbers, so they are summed here, exactly, and one SING request scores the sums: the same number, without
-        Java parsing and scoring every segment again (0.2 s). With a count that is not whole: EVAL.
+        EVAL (``Meteor.scoreStdio``, ``MeteorStats.addStats``, read in the jar's bytecode) adds the segments'
+        statistics up, except the chunk count of a segment matched entirely in one chunk, and scores the sums
+        (``MeteorScorer.computeMetrics`` reads only the counts a statistics line holds). The counts are whole
+        numbers: they are summed here the same way, exactly, and one SING request scores the sums, without Java
+        parsing and scoring every segment again (0.2 s). EVAL for anything else.
         """
         rows = [[float(value) for value in line.split()] for line in stats]
-        if not rows or any(len(row) != len(rows[0]) or not all(v.is_integer() for v in row) for row in rows):
+        if not rows or any(len(row) != _STATS or not all(value.is_integer() for value in row) for row in rows):
             self._send("EVAL ||| " + " ||| ".join(stats))
             for _ in stats:  # the per-segment scores come first; only the corpus score is needed
                 self._read()
             return float(self._read())
         sums = [sum(column) for column in zip(*rows)]
+        # a statistics line: test and reference length, their function words, then per matching stage (4) the
+        # test and reference content-word matches and function-word matches, then chunks and the word matches
+        sums[_CHUNKS] = sum(row[_CHUNKS] for row in rows if not (
+            sum(row[4:_CHUNKS:2]) == row[0] and sum(row[5:_CHUNKS:2]) == row[1] and row[_CHUNKS] == 1
+        ))
         self._send("SING ||| " + " ".join(f"{int(total)}.0" for total in sums))
         return float(self._read())
 
