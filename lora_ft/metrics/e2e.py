@@ -146,7 +146,7 @@ _meteor_lock = threading.Lock()
 
 
 def close_meteor() -> None:
-    """Stop the METEOR Java processes kept for later calls (about 0.6 GB each); they restart when needed."""
+    """Stop the METEOR Java processes kept for later calls (about 0.2 GB each); they restart when needed."""
     global _meteor
     with _meteor_lock:
         if _meteor is not None:
