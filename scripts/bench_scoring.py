@@ -7,6 +7,8 @@ The outputs are a fixed rule-based system's (tests/metrics/test_metrics_e2e.py: 
 do not depend on a model. With --official, the official scorer (tuetschek/e2e-metrics `measure_scores.py -p`) runs
 on the same files alternately with lora-ft's, and its scores and time are recorded beside them.
 Writes medians of wall time and of CPU time (this process and its children: a fair figure on a shared machine).
+The first run on a machine builds METEOR's paraphrase index first (~20 s of CPU, once, ~110 MB in
+~/.cache/lora-ft; recorded as paraphrase_index_s): the timed runs, like every later scoring, only read it.
 """
 
 from __future__ import annotations

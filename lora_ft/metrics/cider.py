@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lora_ft.metrics.ngrams import distinct_per_sentence, ngram_occurrences, runs
+
 __all__ = ["corpus_cider"]
 
 _MAX_N = 4
@@ -24,29 +26,20 @@ _SIGMA = 6.0
 
 def corpus_cider(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """CIDEr-D of tokenised ``hypotheses`` (one per segment) against tokenised ``references`` (a group each)."""
-    ngram_ids: dict[tuple[str, ...], int] = {}
-    sentences = [*hypotheses, *(ref for refs in references for ref in refs)]
-    rows: list[int] = []  # per (sentence, distinct n-gram): sentence index, n-gram id, order - 1, count
-    ids: list[int] = []
-    orders: list[int] = []
-    counts: list[int] = []
-    bigrams = np.zeros(len(sentences))
-    for row, sentence in enumerate(sentences):
-        words = sentence.split()
-        bigrams[row] = max(len(words) - 1, 0)
-        for n in range(1, _MAX_N + 1):
-            seen: dict[int, int] = {}
-            for gram in zip(*(words[i:] for i in range(n))):
-                key = ngram_ids.setdefault(gram, len(ngram_ids))
-                seen[key] = seen.get(key, 0) + 1
-            rows.extend([row] * len(seen))
-            ids.extend(seen)
-            orders.extend([n - 1] * len(seen))
-            counts.extend(seen.values())
-    row_of = np.asarray(rows, dtype=np.int64)
-    gram_of = np.asarray(ids, dtype=np.int64)
-    order_of = np.asarray(orders, dtype=np.int64)
-    tf = np.asarray(counts, dtype=np.float64)
+    sentences = [sentence.split() for sentence in [*hypotheses, *(ref for refs in references for ref in refs)]]
+    bigrams = np.array([max(len(words) - 1, 0) for words in sentences], dtype=np.float64)
+    # per (sentence, order, distinct n-gram), in that order and in order of first occurrence (the order in which
+    # pycocoevalcap's dicts are filled, which the float sums below follow): sentence, n-gram id, order - 1, count
+    parts = []
+    n_grams = 0  # ids of all orders together
+    for order, occurrences in enumerate(ngram_occurrences(sentences, _MAX_N)):
+        sentence, gram, count, first = distinct_per_sentence(occurrences)
+        parts.append((sentence, gram + n_grams, np.full(len(gram), order), count, first))
+        n_grams += occurrences.ids
+    row_of, gram_of, order_of, counts, first = (np.concatenate(column) for column in zip(*parts))
+    entries = np.lexsort((first, order_of, row_of))
+    row_of, gram_of, order_of = row_of[entries], gram_of[entries], order_of[entries]
+    tf = counts[entries].astype(np.float64)
 
     n_hyp = len(hypotheses)
     group_sizes = np.array([len(refs) for refs in references], dtype=np.int64)
@@ -55,15 +48,16 @@ def corpus_cider(hypotheses: Sequence[str], references: Sequence[Sequence[str]])
     is_ref = row_of >= n_hyp
 
     # document frequency: in how many groups' references an n-gram occurs
-    pairs = np.unique(group_of_sentence[row_of[is_ref]] * len(ngram_ids) + gram_of[is_ref])
-    df = np.bincount(pairs % len(ngram_ids), minlength=len(ngram_ids)).astype(np.float64)
+    pairs = np.sort(group_of_sentence[row_of[is_ref]] * n_grams + gram_of[is_ref])
+    pairs = pairs[runs(pairs)[:-1]]  # each (group, n-gram) once
+    df = np.bincount(pairs % n_grams, minlength=n_grams).astype(np.float64)
     weight = np.log(float(n_hyp)) - np.log(np.maximum(1.0, df))
     value = tf * weight[gram_of]
     norm = np.sqrt(np.bincount(row_of * _MAX_N + order_of, weights=value * value, minlength=len(sentences) * _MAX_N))
     norm = norm.reshape(len(sentences), _MAX_N)
 
     # every (reference, n-gram of its group's hypothesis) pair, looked up among the reference's own n-grams
-    ref_keys = row_of[is_ref] * len(ngram_ids) + gram_of[is_ref]
+    ref_keys = row_of[is_ref] * n_grams + gram_of[is_ref]
     order = np.argsort(ref_keys, kind="stable")
     # a sentinel key past every real one, so that the lookup below never indexes an empty array
     ref_keys = np.append(ref_keys[order], np.iinfo(np.int64).max)
@@ -77,7 +71,7 @@ def corpus_cider(hypotheses: Sequence[str], references: Sequence[Sequence[str]])
     repeat = per_hyp[ref_group]
     query_ref = np.repeat(ref_rows, repeat)
     query_entry = hyp_entries[np.repeat(hyp_start[ref_group], repeat) + _ranges(repeat)]
-    keys = query_ref * len(ngram_ids) + gram_of[query_entry]
+    keys = query_ref * n_grams + gram_of[query_entry]
     where = np.minimum(np.searchsorted(ref_keys, keys), len(ref_keys) - 1)
     r = np.where(ref_keys[where] == keys, ref_values[where], 0.0)
     h = value[query_entry]

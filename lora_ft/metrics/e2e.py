@@ -7,7 +7,8 @@ Per metric (see /work/shared/reference/metrics.md for how each was checked again
   4 tokens (on longer ones the two agree, tested).
 - NIST: :func:`lora_ft.metrics.nist.corpus_nist`, a port of the official Python MT-Eval NIST-5.
 - METEOR: METEOR 1.5, the jar shipped in the pycocoevalcap wheel, run by Java with the COCO scorer's options
-  (one Java process, started on first use and kept: loading its paraphrase table takes several seconds).
+  (two Java processes where two cores are free, started as scoring starts and kept for later calls:
+  :mod:`lora_ft.metrics.meteor_process`).
 - ROUGE_L, CIDEr: pycocoevalcap's ``Rouge`` and ``Cider`` formulas, computed faster by :mod:`lora_ft.metrics.rouge_l`
   and :mod:`lora_ft.metrics.cider` (tested equal to pycocoevalcap).
 
@@ -23,19 +24,17 @@ from __future__ import annotations
 import atexit
 import math
 import shutil
-import subprocess
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from collections import Counter
 from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
 
-from lora_ft.metrics.meteor_paraphrase import ParaphraseIndex, scored_words
+from lora_ft.metrics.meteor_paraphrase import scored_words
+from lora_ft.metrics.meteor_process import MeteorPool, process_count
 from lora_ft.metrics.cider import corpus_cider
-from lora_ft.metrics.nist import ReferenceCounts, lowercase_tokens, nist_of_tokens
+from lora_ft.metrics.nist import NgramMatches, lowercase_tokens, nist_of_matches
 from lora_ft.metrics.rouge_l import corpus_rouge_l
 from lora_ft.metrics.ptb_tokenizer import coco_tokenize_batch
 from ..errors import UserError
@@ -142,121 +141,12 @@ def _meteor_jar() -> Path:
     return jar
 
 
-class _MeteorProcess:
-    """One ``java -jar meteor-1.5.jar - - -stdio -l en -norm`` process, as pycocoevalcap's ``Meteor`` starts it.
-
-    The SCORE/EVAL protocol is pycocoevalcap's. It is driven here rather than through that class because the
-    class leaves its Java process to ``__del__``, which deadlocks when scoring failed while holding its lock,
-    and because the process is worth keeping: Java spends most of METEOR's time (several seconds) loading the
-    paraphrase table, and each request is answered from the request alone, so one process serves any number
-    of corpora.
-    """
-
-    def __init__(self, words: tuple[set[str], set[str]] | None = None) -> None:
-        """``words``: the words of the hypotheses and of the references this process may score; its paraphrase
-        table is cut down to the entries that can match between them (:mod:`lora_ft.metrics.meteor_paraphrase`,
-        same scores, Java starts in a second instead of ten). None: the full table."""
-        java = _java()
-        self.jar = _meteor_jar()
-        self.words = words
-        self.folder = tempfile.TemporaryDirectory(prefix="lora-ft-meteor-")
-        table: list[str] = []
-        if words is not None:
-            full_table = self.jar.parent / "data" / "paraphrase-en.gz"
-            cut_table = Path(self.folder.name) / "paraphrase-cut.gz"
-            ParaphraseIndex.for_table(full_table).write_filtered(*words, cut_table)
-            table = ["-a", str(cut_table)]
-        # -XX:+UseSerialGC: half the memory of the default collector for this single-threaded job;
-        # -XX:TieredStopAtLevel=1: the quick JIT compiler only (the optimising one spent more CPU compiling than
-        # it saved on a run of seconds: Java's CPU for the 630 E2E MRs 9.9 s -> 5.0 s). Scores are unaffected:
-        # neither the collector nor the compiler can change what the program computes (strict IEEE since Java 17).
-        command = [java, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-jar", "-Xmx2G", self.jar.name, "-", "-", "-stdio", "-l", "en", "-norm"]
-        self.stderr = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            command + table, cwd=self.jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr
-        )
-
-    def serves(self, words: tuple[set[str], set[str]] | None) -> bool:
-        """Whether this (running) process scores text made of ``words`` as the full table would."""
-        if not self.alive():
-            return False
-        if self.words is None:
-            return True
-        return words is not None and words[0] <= self.words[0] and words[1] <= self.words[1]
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def _send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write((line + "\n").encode())
-        self.process.stdin.flush()
-
-    def _read(self) -> str:
-        assert self.process.stdout is not None
-        answer = self.process.stdout.readline().decode().strip()
-        if not answer:
-            raise RuntimeError("the METEOR process stopped answering")
-        return answer
-
-    def score(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-        requests = [
-            " ||| ".join(("SCORE", " ||| ".join(refs), hypothesis.replace("|||", "").replace("  ", " ")))
-            for hypothesis, refs in zip(hypotheses, references)
-        ]
-        # All requests at once from a second thread (Java answers them in order): no round trip per segment,
-        # and neither side can block on a full pipe while the other waits for it.
-        sent: list[BaseException] = []
-
-        def send_all() -> None:
-            try:
-                self._send("\n".join(requests))
-            except OSError as error:  # the process died: reading below fails and says so
-                sent.append(error)
-
-        writer = threading.Thread(target=send_all, daemon=True)
-        if requests:
-            writer.start()
-        try:
-            stats = [self._read() for _ in requests]
-        finally:
-            if requests:
-                writer.join()
-        self._send("EVAL ||| " + " ||| ".join(stats))
-        for _ in stats:  # the per-segment scores come first; only the corpus score is needed
-            self._read()
-        return float(self._read())
-
-    def failure(self, error: BaseException) -> RuntimeError:
-        """Stop the process; an error that says what went wrong and what Java printed."""
-        said = self.close()[-2000:]
-        return RuntimeError(f"METEOR (java -jar {self.jar}) failed: {error}. Java printed: {said or '(nothing)'}")
-
-    def close(self) -> str:
-        """Stop the process (if running); what it printed on stderr."""
-        if self.alive():
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.folder.cleanup()
-        if self.stderr.closed:
-            return ""
-        self.stderr.seek(0)
-        said = self.stderr.read().decode(errors="replace").strip()
-        self.stderr.close()
-        return said
-
-
-_meteor: _MeteorProcess | None = None
+_meteor: MeteorPool | None = None  # the processes kept for later calls
 _meteor_lock = threading.Lock()
 
 
 def close_meteor() -> None:
-    """Stop the METEOR Java process kept for later calls (it holds about 0.6 GB); it restarts when needed."""
+    """Stop the METEOR Java processes kept for later calls (about 0.2 GB each); they restart when needed."""
     global _meteor
     with _meteor_lock:
         if _meteor is not None:
@@ -267,32 +157,63 @@ def close_meteor() -> None:
 atexit.register(close_meteor)
 
 
+def _start_meteor(segments: int) -> None:
+    """Start METEOR's Java for a corpus of ``segments`` segments now, unless processes are kept: they load while
+    Python tokenises, and wait for their paraphrase table, which the first :func:`meteor_score` cuts and gives."""
+    global _meteor
+    java, jar = _java(), _meteor_jar()
+    with _meteor_lock:
+        if _meteor is None or not _meteor.alive():
+            if _meteor is not None:
+                _meteor.close()
+            _meteor = MeteorPool(java, jar, process_count(segments), cut=True)
+
+
 def meteor_score(
-    hypotheses: Sequence[str], references: Sequence[Sequence[str]], *, full_table: bool = False
+    hypotheses: Sequence[str], references: Sequence[Sequence[str]], *, full_table: bool = False,
+    processes: int | None = None,
 ) -> float:
     """Corpus METEOR 1.5 (``-l en -norm``) as pycocoevalcap's ``Meteor`` computes it, on already tokenised text.
 
-    Fraction, not × 100. The Java process is started on first use and kept for later calls (:func:`close_meteor`)
-    whose words it knows; its paraphrase table holds only entries made of the words of the text it was started
-    for (same scores, see :mod:`lora_ft.metrics.meteor_paraphrase`). ``full_table``: load the whole table (slow;
-    for checking that the cut changes nothing).
+    Fraction, not × 100. The Java processes are started on first use and kept for later calls (:func:`close_meteor`)
+    whose words they know; their paraphrase table holds only entries made of the words of the text they were
+    started for (same scores, see :mod:`lora_ft.metrics.meteor_paraphrase`). ``full_table``: load the whole table
+    (slow; for checking that the cut changes nothing). ``processes``: how many Java processes share the segments
+    (None: two where two cores and enough segments, see :mod:`lora_ft.metrics.meteor_process`; for tests).
     """
+    return _meteor_score(hypotheses, references, full_table, processes, threading.Event())
+
+
+def _meteor_score(
+    hypotheses: Sequence[str], references: Sequence[Sequence[str]], full_table: bool, processes: int | None,
+    table_given: threading.Event,
+) -> float:
+    """:func:`meteor_score`; sets ``table_given`` once Java has its paraphrase table (or on failure)."""
     global _meteor
-    # the words of the text as _MeteorProcess.score sends it
-    sent = [hypothesis.replace("|||", "").replace("  ", " ") for hypothesis in hypotheses]
-    words = None
-    if not full_table:
-        words = (scored_words(sent), scored_words(ref for refs in references for ref in refs))
-    with _meteor_lock:
-        if _meteor is None or not _meteor.serves(words) or (full_table and _meteor.words is not None):
-            if _meteor is not None:
-                _meteor.close()
-            _meteor = _MeteorProcess(words)
-        try:
-            return _meteor.score(hypotheses, references)
-        except (RuntimeError, OSError, ValueError) as error:
-            failed, _meteor = _meteor, None
-            raise failed.failure(error) from None
+    try:
+        # the words of the text as MeteorPool.score sends it
+        sent = [hypothesis.replace("|||", "").replace("  ", " ") for hypothesis in hypotheses]
+        words = None
+        if not full_table:
+            words = (scored_words(sent), scored_words(ref for refs in references for ref in refs))
+        java, jar = _java(), _meteor_jar()
+        with _meteor_lock:
+            if (
+                _meteor is None
+                or not _meteor.serves(words)
+                or (processes is not None and len(_meteor.processes) != processes)
+            ):
+                if _meteor is not None:
+                    _meteor.close()
+                count = processes or (1 if full_table else process_count(len(hypotheses)))
+                _meteor = MeteorPool(java, jar, count, cut=not full_table)
+            try:
+                return _meteor.score(hypotheses, references, words, table_given)
+            except (RuntimeError, OSError, ValueError) as error:
+                failed, _meteor = _meteor, None
+                raise failed.failure(error) from None
+    finally:
+        table_given.set()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -324,10 +245,6 @@ _BLEU_SMALL = 1e-9
 _BLEU_MAX_N = 4
 
 
-def _ngram_counts(tokens: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-
-
 def _bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """The official scorer's BLEU (pymteval ``BLEUScore``, case-insensitive, 4-grams), as a fraction.
 
@@ -336,22 +253,20 @@ def _bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> fl
     (empty) token; sacrebleu counts neither. On outputs of 4 tokens or more the two agree to ~1e-16 (tested).
     """
     outputs = [lowercase_tokens(prediction) for prediction in predictions]
-    counts = [ReferenceCounts([lowercase_tokens(ref) for ref in refs], _BLEU_MAX_N) for refs in references]
-    return _bleu_of_tokens(outputs, counts)
+    tokens = [[lowercase_tokens(ref) for ref in refs] for refs in references]
+    return _bleu_of_matches(NgramMatches(outputs, tokens, _BLEU_MAX_N))
 
 
-def _bleu_of_tokens(outputs: Sequence[list[str]], references: Sequence[ReferenceCounts]) -> float:
-    """:func:`_bleu` on lower-cased MT-Eval tokens and the references' n-gram counts (n up to 4 or more)."""
-    hits = [0] * _BLEU_MAX_N
+def _bleu_of_matches(matches: NgramMatches) -> float:
+    """:func:`_bleu` from the outputs' and references' n-gram statistics (n up to 4 or more)."""
+    hits = [int(matches.hits[n][2].sum()) for n in range(_BLEU_MAX_N)]  # clipped matches: integers, exact
     candidates = [0] * _BLEU_MAX_N
     reference_length = 0
-    for output, segment in zip(outputs, references):
-        clip = segment.clip  # each n-gram's highest count in any one reference
+    for length, lengths in zip(matches.output_lengths, matches.reference_lengths):
         for n in range(1, _BLEU_MAX_N + 1):
-            hits[n - 1] += sum(min(count, clip.get(ngram, 0)) for ngram, count in _ngram_counts(output, n).items())
-            candidates[n - 1] += len(output) - n + 1  # may be <= 0: pymteval adds it as it is
+            candidates[n - 1] += length - n + 1  # may be <= 0: pymteval adds it as it is
         # the reference closest in length to the output; on a tie the shorter
-        reference_length += min(segment.lengths, key=lambda length: (abs(length - len(output)), length))
+        reference_length += min(lengths, key=lambda ref: (abs(ref - length), ref))
     log_precision = sum(
         math.log(max(hit, _BLEU_TINY) / max(candidate, _BLEU_SMALL)) for hit, candidate in zip(hits, candidates)
     )
@@ -374,9 +289,8 @@ def score_e2e(
     _check_inputs(predictions, references)
     if len(predictions) == 0:
         raise ValueError("nothing to score: no predictions and no references")
-    if meteor:  # fail before the other metrics' seconds of work, not after
-        _java()
-        _meteor_jar()
+    if meteor:  # fail before the other metrics' seconds of work, not after; and let Java start meanwhile
+        _start_meteor(len(predictions))
     scores: dict[str, float] = {}
     # The COCO scorer tokenises all references in one batch and all predictions in another, in segment order.
     flat_refs = coco_tokenize_batch([ref for refs in references for ref in refs])
@@ -386,15 +300,21 @@ def score_e2e(
     for refs in references:
         coco_refs.append(flat_refs[start : start + len(refs)])
         start += len(refs)
-    # METEOR runs in Java: start it now (it cuts its paraphrase table to these words, then loads it) and let it
-    # work while Python computes the other four metrics on the other core.
+    # METEOR runs in Java (started above): cut its paraphrase table to these words, give it, and let it score
+    # while Python computes the other four metrics.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(meteor_score, coco_preds, coco_refs) if meteor else None
+        pending = None
+        if meteor:
+            table_given = threading.Event()
+            pending = pool.submit(_meteor_score, coco_preds, coco_refs, False, None, table_given)
+            # Cutting the table is Python work: let it run alone, not switching with the metrics below for the GIL
+            table_given.wait()
         # BLEU and NIST: the same MT-Eval tokens and reference n-gram counts (NIST needs up to 5-grams)
         outputs = [lowercase_tokens(prediction) for prediction in predictions]
-        counts = [ReferenceCounts([lowercase_tokens(ref) for ref in refs], 5) for refs in references]
-        scores["BLEU"] = 100.0 * _bleu_of_tokens(outputs, counts)
-        scores["NIST"] = nist_of_tokens(outputs, counts, 5)
+        tokens = [[lowercase_tokens(ref) for ref in refs] for refs in references]
+        matches = NgramMatches(outputs, tokens, 5)
+        scores["BLEU"] = 100.0 * _bleu_of_matches(matches)
+        scores["NIST"] = nist_of_matches(matches)
         scores["ROUGE_L"] = 100.0 * corpus_rouge_l(coco_preds, coco_refs)
         scores["CIDEr"] = corpus_cider(coco_preds, coco_refs)
         if pending is not None:

@@ -13,23 +13,24 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from collections.abc import Sequence
 
-__all__ = ["mteval_tokenize", "lowercase_tokens", "ReferenceCounts", "corpus_nist", "nist_of_tokens"]
+import numpy as np
+
+from lora_ft.metrics.ngrams import Occurrences, distinct_per_sentence, ngram_occurrences, runs
+
+__all__ = ["mteval_tokenize", "lowercase_tokens", "NgramMatches", "corpus_nist", "nist_of_matches"]
 
 # mteval-v13a.pl's beta, chosen so that the penalty is 0.5 when the output is 2/3 of the reference length.
 _BETA = -math.log(0.5) / math.log(1.5) ** 2
 
-_Ngram = tuple[str, ...]
-
-
+# mteval-v13a's first rule puts spaces around each of these characters (every ASCII punctuation character but
+# ' , - . and the space itself): as one translate rather than a regular expression substitution per character.
+_SPACED_PUNCTUATION = str.maketrans({char: f" {char} " for char in " !\"#$%&()*+/:;<=>?@[\\]^_`{|}~"})
 _MTEVAL_RULES = [
-    (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # punctuation
     (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),  # period and comma unless preceded by a digit
     (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),  # period and comma unless followed by a digit
     (re.compile(r"([0-9])(-)"), r"\1 \2 "),  # dash after a digit
-    (re.compile(r"\s+"), " "),
 ]
 
 
@@ -43,14 +44,11 @@ def mteval_tokenize(sentence: str) -> list[str]:
     sentence = sentence.replace("-\n", "")
     sentence = sentence.replace("\n", " ")
     sentence = sentence.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
-    sentence = " " + sentence + " "
+    sentence = (" " + sentence + " ").translate(_SPACED_PUNCTUATION)
     for pattern, replacement in _MTEVAL_RULES:
         sentence = pattern.sub(replacement, sentence)
-    return sentence.strip().split(" ")
-
-
-def _ngrams(n: int, tokens: list[str]) -> list[_Ngram]:
-    return list(zip(*[tokens[i:] for i in range(n)]))
+    # the original then turns runs of white space (\s+) into one space and splits the stripped line at spaces
+    return sentence.split() or [""]
 
 
 def lowercase_tokens(sentence: str) -> list[str]:
@@ -58,23 +56,47 @@ def lowercase_tokens(sentence: str) -> list[str]:
     return [token.lower() for token in mteval_tokenize(sentence)]
 
 
-class ReferenceCounts:
-    """The n-gram counts (n = 1..max_ngram) of one segment's tokenised references, shared by BLEU and NIST.
+class NgramMatches:
+    """The n-gram statistics (n = 1..max_ngram) of outputs and their references that BLEU and NIST need, counted as
+    pymteval counts them: an output n-gram matches up to its highest count in any one reference of its segment.
 
-    ``per_reference``: a Counter per reference; ``clip``: each n-gram's highest count in any one reference.
+    ``hits[n - 1]``: (segment, n-gram id, matches) of each distinct output n-gram that matches, by segment and in
+    order of first occurrence in the output (the order of pymteval's dicts, which NIST's float sums follow);
+    ``reference_totals[n - 1]``: each n-gram's count over all references of all segments.
     """
 
-    def __init__(self, references: Sequence[list[str]], max_ngram: int) -> None:
-        self.lengths = [len(tokens) for tokens in references]
-        self.per_reference: list[Counter[_Ngram]] = []
-        self.clip: dict[_Ngram, int] = {}
-        for tokens in references:
-            counts = Counter([ngram for n in range(1, max_ngram + 1) for ngram in _ngrams(n, tokens)])
-            self.per_reference.append(counts)
-            clip = self.clip
-            for ngram, count in counts.items():
-                if count > clip.get(ngram, 0):
-                    clip[ngram] = count
+    def __init__(self, outputs: Sequence[list[str]], references: Sequence[Sequence[list[str]]], max_ngram: int) -> None:
+        self.max_ngram = max_ngram
+        self.output_lengths = [len(tokens) for tokens in outputs]
+        self.reference_lengths = [[len(tokens) for tokens in refs] for refs in references]
+        n_out = len(outputs)
+        group_sizes = [len(refs) for refs in references]
+        segment_of = np.concatenate([np.arange(n_out), np.repeat(np.arange(n_out), group_sizes)]).astype(np.int64)
+        table = ngram_occurrences([*outputs, *(tokens for refs in references for tokens in refs)], max_ngram)
+        self.prefixes = [occurrences.prefix for occurrences in table]
+        self.reference_totals: list[np.ndarray] = []
+        self.hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for occ in table:
+            is_ref = occ.sentence >= n_out
+            self.reference_totals.append(np.bincount(occ.gram[is_ref], minlength=occ.ids))
+            # each reference's count of each n-gram (runs of a sorted key), then the highest per segment
+            ref_keys = np.sort(occ.sentence[is_ref] * occ.ids + occ.gram[is_ref])
+            starts = runs(ref_keys)
+            firsts = ref_keys[starts[:-1]]
+            segment_keys = segment_of[firsts // occ.ids] * occ.ids + firsts % occ.ids
+            order = np.argsort(segment_keys, kind="stable")
+            segment_starts = runs(segment_keys[order])
+            clip_keys = np.append(segment_keys[order][segment_starts[:-1]], np.iinfo(np.int64).max)  # + sentinel
+            clips = np.append(np.maximum.reduceat(np.diff(starts)[order], segment_starts[:-1]) if len(order) else [], 0)
+            out = ~is_ref
+            segment, gram, count, _ = distinct_per_sentence(
+                Occurrences(occ.sentence[out], occ.position[out], occ.gram[out], occ.ids, occ.prefix)
+            )
+            keys = segment * occ.ids + gram
+            where = np.searchsorted(clip_keys, keys)
+            matched = np.minimum(count, np.where(clip_keys[where] == keys, clips[where], 0)).astype(np.int64)
+            hit = matched > 0
+            self.hits.append((segment[hit], gram[hit], matched[hit]))
 
 
 def corpus_nist(predictions: Sequence[str], references: Sequence[Sequence[str]], max_ngram: int = 5) -> float:
@@ -88,53 +110,36 @@ def corpus_nist(predictions: Sequence[str], references: Sequence[Sequence[str]],
     if any(len(refs) == 0 for refs in references):
         raise ValueError("every segment needs at least one reference")
     outputs = [lowercase_tokens(prediction) for prediction in predictions]
-    counts = [ReferenceCounts([lowercase_tokens(ref) for ref in refs], max_ngram) for refs in references]
-    return nist_of_tokens(outputs, counts, max_ngram)
+    tokens = [[lowercase_tokens(ref) for ref in refs] for refs in references]
+    return nist_of_matches(NgramMatches(outputs, tokens, max_ngram))
 
 
-def nist_of_tokens(outputs: Sequence[list[str]], references: Sequence[ReferenceCounts], max_ngram: int = 5) -> float:
-    """:func:`corpus_nist` on lower-cased tokens and reference counts made with the same ``max_ngram``."""
-    # every reference n-gram (n = 1..max_ngram) over the whole corpus, counted in C rather than by Counter.update
-    ref_totals: Counter[_Ngram] = Counter()
-    for segment in references:
-        for counts in segment.per_reference:
-            ref_totals.update(counts.elements())
-    ref_token_total = sum(sum(segment.lengths) for segment in references)  # the "0-gram" count
-    hit_ngrams: list[list[dict[_Ngram, int]]] = [[] for _ in range(max_ngram)]
-    cand_lens: list[list[int]] = [[] for _ in range(max_ngram)]
+def nist_of_matches(matches: NgramMatches) -> float:
+    """:func:`corpus_nist` from the outputs' and references' n-gram statistics."""
+    max_ngram = matches.max_ngram
+    ref_token_total = sum(sum(lengths) for lengths in matches.reference_lengths)  # the "0-gram" count
     avg_ref_len = 0.0
-    for pred_tokens, segment in zip(outputs, references):
-        avg_ref_len += sum(segment.lengths) / float(len(segment.lengths))  # per-segment average, summed in order
-        clip = segment.clip
-        for n in range(max_ngram):
-            cand_lens[n].append(len(pred_tokens) - n)
-            pred_counts: dict[_Ngram, int] = {}  # in order of first occurrence, as the original's dict
-            for ngram in _ngrams(n + 1, pred_tokens):
-                pred_counts[ngram] = pred_counts.get(ngram, 0) + 1
-            hits: dict[_Ngram, int] = {}
-            for ngram, count in pred_counts.items():
-                # Clipped by the highest count of the n-gram in any one reference.
-                matched = min(count, clip.get(ngram, 0))
-                if matched:
-                    hits[ngram] = matched
-            hit_ngrams[n].append(hits)
-
-    def info(ngram: _Ngram) -> float:
-        """Information weight: log2(count of the (n-1)-gram prefix / count of the n-gram) in the references."""
-        count = ref_totals.get(ngram, 0)
-        if count == 0:
-            return 0.0
-        prefix_count = ref_token_total if len(ngram) == 1 else ref_totals[ngram[:-1]]
-        return math.log(prefix_count / float(count), 2)
-
+    for lengths in matches.reference_lengths:
+        avg_ref_len += sum(lengths) / float(len(lengths))  # per-segment average, summed in order
+    segments = len(matches.output_lengths)
     hit_infos = [0.0] * max_ngram
     for n in range(max_ngram):
-        for hits in hit_ngrams[n]:
-            hit_infos[n] += sum(info(ngram) * count for ngram, count in hits.items())
-    total_lens = [sum(cand_lens[n]) for n in range(max_ngram)]
+        segment, gram, matched = matches.hits[n]
+        count = matches.reference_totals[n][gram].tolist()
+        if n == 0:
+            prefix_count = [ref_token_total] * len(count)
+        else:
+            prefix_count = matches.reference_totals[n - 1][matches.prefixes[n][gram]].tolist()
+        # information weight log2(count of the (n-1)-gram prefix / count of the n-gram) in the references, times
+        # the matches; summed per segment and then over segments, in pymteval's order
+        values = [math.log(p / float(c), 2) * m for p, c, m in zip(prefix_count, count, matched.tolist())]
+        bounds = np.searchsorted(segment, np.arange(segments + 1)).tolist()
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            hit_infos[n] += sum(values[start:stop])
+    total_lens = [sum(length - n for length in matches.output_lengths) for n in range(max_ngram)]
     # The original divides by zero when an order has no n-grams at all; count that order as contributing 0.
     nist_sum = sum(hit_info / total_len for hit_info, total_len in zip(hit_infos, total_lens) if total_len != 0)
-    return _length_penalty(sum(cand_lens[0]), avg_ref_len) * nist_sum
+    return _length_penalty(sum(matches.output_lengths), avg_ref_len) * nist_sum
 
 
 def _length_penalty(sys_len: float, avg_ref_len: float) -> float:

@@ -221,6 +221,10 @@ _CANDIDATES: list[list[tuple[re.Pattern[str], _Action]]] = [
 # the word, and every rule matching the same length emits the word unchanged, except these.
 _PLAIN_WORD = re.compile(r"[A-Za-z]+(?=[ \t\n]|\Z)")
 _NOT_PLAIN = frozenset(["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"])
+# Fast path for spaces (most of the scanner's steps): at a space only the white-space rule and the catch-all can
+# match, and both emit nothing; a run of spaces is skipped at once.
+_SPACES = re.compile(" +")
+assert all(action is _skip for _, action in _CANDIDATES[ord(" ")])
 
 
 def _scan(text: str, pos: int, end: int, all_rules: bool = False) -> list[str]:
@@ -228,6 +232,9 @@ def _scan(text: str, pos: int, end: int, all_rules: bool = False) -> list[str]:
     tokens: list[str] = []
     while pos < end:
         if not all_rules:
+            if text[pos] == " ":
+                pos = _SPACES.match(text, pos, end).end()  # type: ignore[union-attr]
+                continue
             plain = _PLAIN_WORD.match(text, pos, end + 1)
             if plain is not None and plain.group().lower() not in _NOT_PLAIN:
                 tokens.append(plain.group())

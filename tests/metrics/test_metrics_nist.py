@@ -60,3 +60,62 @@ def test_better_output_scores_higher(e2e_example: tuple[list[str], list[list[str
 def test_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="2 predictions but 1 reference groups"):
         corpus_nist(["a", "b"], [["a"]])
+
+
+def _tuple_counting_port(predictions: list[str], references: list[list[str]]) -> tuple[float, float]:
+    """(BLEU, NIST) counted as pymteval counts them: tuples of lower-cased tokens in dicts filled in text order,
+    NIST's information sums per segment in order of first occurrence. The array code must equal this exactly."""
+    max_n = 5
+    ref_ngrams: list[dict] = [{} for _ in range(max_n + 1)]
+    hit_ngrams: list[list[dict]] = [[] for _ in range(max_n)]
+    bleu_hits, cand_lens, ref_len, avg_ref_len = [0] * max_n, [0] * max_n, 0, 0.0
+    for prediction, refs in zip(predictions, references):
+        pred = [t.lower() for t in mteval_tokenize(prediction)]
+        toks = [[t.lower() for t in mteval_tokenize(ref)] for ref in refs]
+        for n in range(1, max_n + 1):
+            merged: dict = {}
+            for tokens in toks:
+                counts: dict = {}
+                for gram in zip(*[tokens[i:] for i in range(n)]):
+                    counts[gram] = counts.get(gram, 0) + 1
+                    ref_ngrams[n][gram] = ref_ngrams[n].get(gram, 0) + 1
+                for gram, count in counts.items():
+                    merged[gram] = max(merged.get(gram, 0), count)
+            own: dict = {}
+            for gram in zip(*[pred[i:] for i in range(n)]):
+                own[gram] = own.get(gram, 0) + 1
+            hits = {gram: min(count, merged.get(gram, 0)) for gram, count in own.items() if merged.get(gram, 0)}
+            hit_ngrams[n - 1].append(hits)
+            bleu_hits[n - 1] += sum(hits.values())
+            cand_lens[n - 1] += len(pred) - n + 1
+        ref_len += len(min(toks, key=lambda ref: (abs(len(ref) - len(pred)), len(ref))))
+        total = sum(len(tokens) for tokens in toks)
+        ref_ngrams[0][()] = ref_ngrams[0].get((), 0) + total
+        avg_ref_len += total / float(len(toks))
+    precision = sum(math.log(max(h, 1e-15) / max(c, 1e-9)) for h, c in zip(bleu_hits[:4], cand_lens[:4]))
+    bleu = (math.exp(1.0 - ref_len / (cand_lens[0] or 1e-5)) if cand_lens[0] <= ref_len else 1.0) * math.exp(precision / 4)
+    hit_infos = [0.0] * max_n
+    for n in range(max_n):
+        for hits in hit_ngrams[n]:
+            hit_infos[n] += sum(
+                math.log(ref_ngrams[n][gram[:-1]] / float(ref_ngrams[n + 1][gram]), 2) * count for gram, count in hits.items()
+            )
+    nist_sum = sum(info / total for info, total in zip(hit_infos, cand_lens) if total != 0)
+    ratio = cand_lens[0] / avg_ref_len
+    penalty = 1.0 if ratio >= 1 else 0.0 if ratio <= 0 else math.exp(-BETA * math.log(ratio) ** 2)
+    return bleu, penalty * nist_sum
+
+
+def test_array_counting_equals_the_tuple_counting_port_exactly(e2e_test_set, e2e_example) -> None:
+    """BLEU and NIST from integer n-gram ids (lora_ft/metrics/ngrams.py) are the tuple-and-dict numbers, bit for bit."""
+    from lora_ft.metrics.e2e import _bleu
+
+    references = e2e_test_set[1][:200]
+    outputs = [refs[-1] if i % 3 == 0 else " ".join(refs[0].split()[: i % 11]) for i, refs in enumerate(references)]
+    cases = [
+        (outputs, references),
+        e2e_example,
+        (["", "a", "a a a b", "The pub is cheap .", "x y z"], [["a b"], ["a a"], ["a a b b", "b a a a"], ["the pub"], ["q"]]),
+    ]
+    for predictions, refs in cases:
+        assert (_bleu(predictions, refs), corpus_nist(predictions, refs)) == _tuple_counting_port(predictions, refs)
