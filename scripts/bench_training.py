@@ -112,7 +112,8 @@ def main() -> None:
     def ft_theirs():
         return build({"name": "ft"})
 
-    batches = [{k: v.to(device) for k, v in b.items()} for b in e2e_batches(args.batches, args.batch)]
+    batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}
+               for b in e2e_batches(args.batches, args.batch)]
 
     def lora_ft_step(model, gathered: bool, packed: bool = False):
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
