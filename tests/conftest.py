@@ -113,6 +113,17 @@ class TinyModels:
         method.apply(model, arch)
         return model.eval(), method, arch
 
+    @classmethod
+    def adapt_for_training(cls, family: str, method_name: str):
+        """(model, method): `adapt`, then `perturb`, in train mode; skips the test where the method cannot apply
+        (e.g. BitFit on a family without biases)."""
+        try:
+            model, method, _ = cls.adapt(family, method_name)
+        except ValueError as error:
+            pytest.skip(str(error))
+        cls.perturb(model)
+        return model.train(), method
+
     @staticmethod
     def perturb(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> None:
         """Add noise to every trainable tensor: zero-initialised ones (LoRA B, adapter up) become nonzero."""
@@ -130,6 +141,18 @@ class TinyModels:
         import torch
 
         return torch.randint(low, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP contention made them ~50x slower
+    (`pytestmark = pytest.mark.usefixtures("one_thread")` in a module that wants it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

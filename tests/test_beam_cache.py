@@ -19,12 +19,7 @@ CONFIG = BeamSearchConfig(num_beams=4, length_penalty=0.9, no_repeat_ngram_size=
                           stop_token_ids=STOPS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def peaked(model: torch.nn.Module, seed: int) -> torch.nn.Module:
