@@ -17,12 +17,14 @@ continuations so a finished one never costs a beam slot; and it stops on a heuri
 formula (sum of log-probs incl. EOS / (generated length incl. EOS) ** length_penalty).
 
 The authors always run `max_new_tokens` steps. We stop a prompt as soon as no running beam can beat its best finished
-hypothesis any more (`_can_improve`); this bound is exact, so the outputs are those of the full run.
+hypothesis any more (`_can_win`); this bound is exact, so the outputs are those of the full run.
 
 What makes it faster than `generate` with the same outputs: the prompt runs once per prompt, not once per beam, with the
-LM head on its last position only; a decided prompt leaves the batch; each beam ranks only its own best num_beams tokens
-(`_row_top_k` on the CPU); n-grams are banned by index; the KV cache lives in preallocated buffers where a step writes
-one position and a reorder copies only the generated positions (lora_ft/beam_cache.py); one host sync per step.
+LM head on its last position only, and its keys and values are kept once per prompt, shared by its beams (the attention
+reads them once for all beams; lora_ft/beam_cache.py); a step writes one position into preallocated buffers and a
+reorder copies only the generated positions; a decided prompt leaves the batch, and a hypothesis that can no longer
+win leaves the model's input (`_can_win`); each beam ranks only its own best num_beams tokens (`_row_top_k` on the
+CPU); n-grams are banned by index; one host sync per step.
 """
 
 from __future__ import annotations
@@ -138,12 +140,12 @@ def _search_batch(
 ) -> list[tuple[list[int], float]]:
     """Beam search for one batch of prompts; returns (generated ids, normalised score) per prompt, in order.
 
-    `early_stop=False` runs all `max_new_tokens` steps as the authors did (tests check both give the same result).
+    `early_stop=False` runs all `max_new_tokens` steps with every hypothesis, as the authors did (tests check both give
+    the same result).
     """
     num_beams, max_new = config.num_beams, config.max_new_tokens
     ngram, penalty = config.no_repeat_ngram_size, config.length_penalty
     input_ids, attention_mask, position_ids = _left_pad(prompts, pad_token_id, device)
-    width = input_ids.shape[1]
     stop_ids = torch.tensor(config.stop_token_ids, dtype=torch.long, device=device)
 
     # Only the last position's logits are used: where the model can skip the others (transformers' logits_to_keep),
@@ -156,22 +158,26 @@ def _search_batch(
     if num_beams > vocab:
         raise ValueError(f"num_beams ({num_beams}) exceeds the model's vocabulary ({vocab}); lower num_beams")
 
-    # Per active prompt (A of them). Rows of `logits`, `history`, the cache and the mask are hypotheses: one per prompt
-    # after the prompt pass, `num_beams` per prompt afterwards.
+    # Per active prompt (A of them). Slots are the hypotheses, prompt-major: one per prompt after the prompt pass,
+    # `num_beams` per prompt afterwards (`history` and the scores have one row per slot). Rows of `logits`, the cache,
+    # the mask and the positions are the slots that went through the model: all of them (`live` None), or with
+    # early_stop only the `live` slots, those of a running hypothesis that can still win (`_can_win`); a slot left out
+    # can only be a dead or a losing hypothesis, whose continuations are never chosen over one that can win.
     active = len(prompts)
     prompt_index = torch.arange(active, device=device)  # position in `prompts` of each active prompt
     beam_scores = torch.zeros(active, 1, device=device)  # summed log-probs of the running beams
-    history = torch.empty(active, 0, dtype=torch.long, device=device)  # generated tokens of each row
+    history = torch.empty(active, 0, dtype=torch.long, device=device)  # generated tokens of each slot
     next_position = attention_mask.sum(dim=1)  # position id of each row's next input token
     best = _Best(active, max_new, device)
     results: list[tuple[list[int], float] | None] = [None] * active
+    live: torch.Tensor | None = None
 
     scratch: dict[str, torch.Tensor] = {}  # one rows x vocabulary buffer for the log-probs of every step
     for step in range(max_new):
         generated = step + 1  # the generated length of this step's continuations
         logits = logits.float()  # scores in fp32 whatever the model's dtype, as the authors' fp32 decoding
         if ngram > 0:
-            _ban_repeated_ngrams_(logits, history, ngram)
+            _ban_repeated_ngrams_(logits, history if live is None else history[live], ngram)
         log_probs = torch.log_softmax(logits, dim=-1, out=_scratch(scratch, logits))
         # The best `num_beams` continuations of all beams are among each beam's own best `num_beams` tokens (a beam's
         # summed score shifts all its candidates alike), so rank those: beams x num_beams candidates per prompt
@@ -181,11 +187,15 @@ def _search_batch(
         # it -inf so that it can never be chosen.
         row_best = row_best.nan_to_num_(nan=NEG_INF)
         rows_per_prompt = beam_scores.shape[1]
+        if live is not None:  # the slots left out have no continuation that can be chosen over one that can win
+            every_slot = (active * rows_per_prompt, num_beams)
+            row_best = row_best.new_full(every_slot, NEG_INF).index_copy_(0, live, row_best)
+            row_tokens = row_tokens.new_zeros(every_slot).index_copy_(0, live, row_tokens)
         candidates = (beam_scores[:, :, None] + row_best.view(active, rows_per_prompt, num_beams)).view(active, -1)
         top_scores, top_index = candidates.topk(num_beams, dim=1)  # sorted, best first, like the authors'
-        source_rows = torch.arange(active, device=device)[:, None] * rows_per_prompt + top_index // num_beams
+        source_slots = torch.arange(active, device=device)[:, None] * rows_per_prompt + top_index // num_beams
         tokens = row_tokens.view(active, -1).gather(1, top_index)
-        history = torch.cat([history[source_rows.view(-1)], tokens.view(-1, 1)], dim=1)
+        history = torch.cat([history[source_slots.view(-1)], tokens.view(-1, 1)], dim=1)
 
         finished = torch.isin(tokens, stop_ids)
         best.offer(top_scores, finished, history, generated, penalty, drop_last=True)
@@ -193,36 +203,55 @@ def _search_batch(
 
         if step == max_new - 1:  # out of steps: the running beams compete as they are
             best.offer(beam_scores, torch.ones_like(finished), history, generated, penalty, drop_last=False)
-            done = torch.ones(active, dtype=torch.bool, device=device)
+            done, can_win = torch.ones(active, dtype=torch.bool, device=device), None
         elif early_stop:
-            done = best.found & ~_can_improve(beam_scores, best.score, generated, max_new, penalty)
+            can_win = _can_win(beam_scores, best.score, generated, max_new, penalty)
+            done = best.found & ~can_win.any(dim=1)
         else:
-            done = torch.zeros(active, dtype=torch.bool, device=device)
+            done, can_win = torch.zeros(active, dtype=torch.bool, device=device), None
 
-        compacted = bool(done.any())  # one host sync per step; it also lets a finished prompt leave the batch
+        # The one host sync per step: which prompts are decided (they leave the batch) and which slots can win.
+        flags = (torch.cat([done, can_win.view(-1)]) if can_win is not None else done).tolist()
+        done_flags, win_flags = flags[:active], flags[active:]
+        previous_slots = active * rows_per_prompt  # the slot layout `live` refers to
+        compacted = any(done_flags)
         if compacted:
             for i, ids, score in best.take(done, prompt_index):
                 results[i] = (ids, score)
-            keep = ~done
-            if not bool(keep.any()):
+            if all(done_flags):
                 break
-            prompt_index, beam_scores, source_rows, tokens = (
-                prompt_index[keep], beam_scores[keep], source_rows[keep], tokens[keep]
+            kept = torch.tensor([i for i, decided in enumerate(done_flags) if not decided], device=device)
+            prompt_index, beam_scores, source_slots, tokens = (
+                prompt_index[kept], beam_scores[kept], source_slots[kept], tokens[kept]
             )
-            history = history.view(active, num_beams, -1)[keep].flatten(0, 1)
-            best.keep(keep)
-            active = int(keep.sum())
+            history = history.view(active, num_beams, -1)[kept].flatten(0, 1)
+            best.keep(kept)
+            win_flags = [flag for slot, flag in enumerate(win_flags) if not done_flags[slot // num_beams]]
+            active = len(kept)
 
-        rows = source_rows.view(-1)  # which previous row each kept hypothesis continues
-        if step == 0:  # one row per prompt becomes one per beam; room for every later token
-            cache = beam_cache.expand(cache, rows, width + max_new)
-        else:  # each beam continues a beam of its own prompt: their prompt positions are equal unless prompts moved
-            cache = beam_cache.reorder(cache, rows, shared=0 if compacted else width)
+        # The slots that go through the model next (None: all), and the row of this step's input each continues.
+        next_live = None
+        if any(win_flags) and not all(win_flags):
+            next_live = torch.tensor([slot for slot, flag in enumerate(win_flags) if flag], device=device)
+        continued = source_slots.view(-1) if next_live is None else source_slots.view(-1)[next_live]
+        if live is None:
+            rows = continued
+        else:
+            row_of_slot = torch.full((previous_slots,), -1, dtype=torch.long, device=device)
+            row_of_slot[live] = torch.arange(live.shape[0], device=device)
+            rows = row_of_slot[continued]
+        live = next_live
+        if step == 0:  # one row per prompt becomes num_beams hypotheses sharing its prompt; room for every later token
+            cache = beam_cache.expand(model, cache, rows, prompts=source_slots[:, 0], beams=num_beams,
+                                      new_tokens=max_new, prompt_mask=attention_mask, slots=live)
+        else:  # each hypothesis continues one of its own prompt's
+            cache = beam_cache.reorder(cache, rows, prompts=kept if compacted else None, slots=live)
         attention_mask = torch.cat([attention_mask[rows], attention_mask.new_ones(rows.shape[0], 1)], dim=1)
         next_position = next_position[rows]
+        step_tokens = tokens.view(-1) if live is None else tokens.view(-1)[live]
         out = logits = log_probs = None  # free this step's logits before the model allocates the next ones (same size)
-        out = model(input_ids=tokens.view(-1, 1), attention_mask=attention_mask, position_ids=next_position[:, None],
-                    use_cache=True, **{cache_keyword: cache})
+        out = beam_cache.forward(model, cache, input_ids=step_tokens[:, None], attention_mask=attention_mask,
+                                 position_ids=next_position[:, None], use_cache=True, **{cache_keyword: cache})
         logits, cache = out.logits[:, -1, :], _returned_cache(out)
         next_position = next_position + 1
 
@@ -264,6 +293,7 @@ class _Best:
         return [(i, t[:n], s) for i, t, n, s in zip(indices, tokens, lengths, scores)]
 
     def keep(self, keep: torch.Tensor) -> None:
+        """Only the prompts `keep` (indices or a mask) stay."""
         self.found, self.score, self.tokens, self.length = (
             self.found[keep], self.score[keep], self.tokens[keep], self.length[keep]
         )
@@ -309,16 +339,20 @@ def _normalise(scores: torch.Tensor, generated: int, penalty: float) -> torch.Te
     return scores / (float(generated) ** penalty)
 
 
-def _can_improve(beam_scores: torch.Tensor, best_score: torch.Tensor, generated: int, max_new: int,
-                 penalty: float) -> torch.Tensor:
-    """Whether a running beam of each prompt could still beat its best finished score (strictly, as the authors).
+def _can_win(beam_scores: torch.Tensor, best_score: torch.Tensor, generated: int, max_new: int,
+             penalty: float) -> torch.Tensor:
+    """Whether each running beam (prompts x beams) could still beat its prompt's best finished score (strictly, as the
+    authors); with nothing finished yet (-inf) every running beam can.
 
     Any later candidate of a running beam has a summed log-prob <= the beam's current one s <= 0 (log-probs are <= 0)
     and a length L in (generated, max_new], so its score is <= s / L ** penalty, which is monotone in L: the larger of
     its values at L = generated + 1 and L = max_new bounds every later score. Dead beams (-inf) bound nothing.
+    Both the bound and a finishing score grow with s, so each continuation of a beam that cannot win has a lower summed
+    score than any candidate that still can: leaving such beams out of the model (their continuations -inf) changes
+    no candidate that can win, nor its rank, nor the result.
     """
     bound = torch.maximum(_normalise(beam_scores, generated + 1, penalty), _normalise(beam_scores, max_new, penalty))
-    return bound.max(dim=1).values > best_score
+    return bound > best_score[:, None]
 
 
 def _ban_repeated_ngrams_(logits: torch.Tensor, history: torch.Tensor, n: int) -> None:
