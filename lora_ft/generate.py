@@ -24,11 +24,14 @@ LM head on its last position only, and its keys and values are kept once per pro
 reads them once for all beams; lora_ft/beam_cache.py); a step writes one position into preallocated buffers and a
 reorder copies only the generated positions; a decided prompt leaves the batch, and a hypothesis that can no longer
 win leaves the model's input (`_can_win`); each beam ranks only its own best num_beams tokens (`_row_top_k` on the
-CPU); n-grams are banned by index; one host sync per step.
+CPU); n-grams are banned by index; one host sync per step. On the CPU the linear layers also run on oneDNN's
+prepacked weights (lora_ft/onednn_linear.py): a kernel choice, not a search one; scripts/bench_decoding.py reports it
+apart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import math
@@ -39,7 +42,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import beam_cache, console
+from . import beam_cache, console, onednn_linear
 
 NEG_INF = float("-inf")
 
@@ -80,6 +83,7 @@ def beam_search(
     pad_token_id: int,
     device: torch.device | str | None = None,
     progress: bool = False,
+    prepack_linears: bool = True,
 ) -> list[list[int]]:
     """Decode every prompt with the authors' beam search; return the best hypothesis's generated ids (stop token excluded).
 
@@ -88,6 +92,8 @@ def beam_search(
     `DynamicCache`, or nested tuples of tensors whose first dimension is the batch. Prompts are left-padded with
     `pad_token_id` (any id: padded positions are masked) and decoded `config.batch_size` at a time; the result does not
     depend on the batching. `device` (where the inputs go) defaults to the device of the model's first parameter.
+    On the CPU the model's float32 linear layers run on oneDNN's prepacked weights while it decodes
+    (lora_ft/onednn_linear.py; `prepack_linears=False`: PyTorch's own linear, for comparison).
     """
     if pad_token_id is None:
         raise ValueError("pad_token_id is None; pass any valid token id (e.g. the EOS id): padded positions are masked")
@@ -105,7 +111,7 @@ def beam_search(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _cpu_linears(model, device, prepack_linears):
             for batch in tqdm(batches, desc="beam search", unit="batch", disable=not (progress and console.progress_bars())):
                 decoded = _search_batch(model, [prompts[i] for i in batch], config, pad_token_id, device, cache_keyword)
                 for i, (ids, _score) in zip(batch, decoded):
@@ -113,6 +119,10 @@ def beam_search(
     finally:
         model.train(was_training)
     return results
+
+
+def _cpu_linears(model: nn.Module, device: torch.device, prepack: bool) -> Any:
+    return onednn_linear.prepacked_linears(model) if prepack and device.type == "cpu" else contextlib.nullcontext()
 
 
 def decode_completion(tokenizer: Any, token_ids: Sequence[int], *, blank_line_ends: bool = True) -> str:

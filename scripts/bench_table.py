@@ -37,6 +37,15 @@ def rows(bench: Path) -> list[tuple[str, str, str, str, str]]:
                 f"{data['lora_ft_ms_per_mr']}", f"{data['hf_generate_ms_per_mr']} (transformers generate)",
                 f"{data['speedup_lora_ft_over_hf']}x", command,
             ))
+            if "lora_ft_torch_linear_ms_per_mr" in data:  # the search alone, on the kernel generate runs on
+                out.append((
+                    f"beam search, {data['model']} on {data['device']}, lora-ft with PyTorch's own linear kernel "
+                    f"(ms per MR, wall; outputs equal with and without oneDNN: "
+                    f"{data['outputs_equal_with_and_without_prepacked_linears']})",
+                    f"{data['lora_ft_torch_linear_ms_per_mr']}",
+                    f"{data['hf_generate_ms_per_mr']} (transformers generate)",
+                    f"{data['speedup_lora_ft_torch_linear_over_hf']}x", command,
+                ))
         elif name.startswith("training-"):
             where = f"GPT-2 M shape, {data['layers']} blocks, {data['device']}"
             step = f"real E2E batches of {data['batch']}, {where}"
