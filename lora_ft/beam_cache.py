@@ -39,17 +39,19 @@ def expand(model: Any, cache: Any, rows: torch.Tensor, *, prompts: torch.Tensor,
     docstring) comes back with its layers replaced by prompt-shared ones; any other is reordered.
     """
     if _shareable(model, cache):
-        prompts = prompts.to(cache.layers[0].keys.device)
+        from transformers.modeling_utils import AttentionInterface
+
+        if ATTENTION_NAME not in AttentionInterface._global_mapping:
+            AttentionInterface.register(ATTENTION_NAME, prompt_shared_attention)
         mask = prompt_mask.index_select(0, prompts.to(prompt_mask.device)).bool()
         layer_class = _prompt_shared_layer_class()
         for index, layer in enumerate(cache.layers):
             cache.layers[index] = layer_class(layer.keys, layer.values, prompts, mask, beams, new_tokens)
-        return reorder(cache, rows, prompts=None, slots=slots, first=True)
+        return reorder(cache, rows, prompts=None, slots=slots)  # nothing generated yet: only the slots are set
     return select_rows(cache, rows)
 
 
-def reorder(cache: Any, rows: torch.Tensor, *, prompts: torch.Tensor | None, slots: torch.Tensor | None,
-            first: bool = False) -> Any:
+def reorder(cache: Any, rows: torch.Tensor, *, prompts: torch.Tensor | None, slots: torch.Tensor | None) -> Any:
     """The cache of the hypotheses `rows` (reordered, repeated or dropped along the batch dimension).
 
     Each hypothesis continues one of its own prompt's. `prompts`: the positions of the prompts that stay in the batch
@@ -58,7 +60,7 @@ def reorder(cache: Any, rows: torch.Tensor, *, prompts: torch.Tensor | None, slo
     layers = getattr(cache, "layers", None)
     if layers and isinstance(layers[0], _prompt_shared_layer_class()):
         for layer in layers:
-            layer.select_rows(rows, prompts, slots, first)
+            layer.select_rows(rows, prompts, slots)
         return cache
     return select_rows(cache, rows)
 
@@ -147,16 +149,16 @@ def prompt_shared_attention(module: torch.nn.Module, query: torch.Tensor, key: t
 def _shareable(model: Any, cache: Any) -> bool:
     """A model attending through transformers' AttentionInterface, with a DynamicCache of plain full-attention layers."""
     try:
+        from transformers import modeling_utils
         from transformers.cache_utils import DynamicCache, DynamicLayer
-        from transformers.modeling_utils import AttentionInterface
-    except ImportError:  # a transformers without cache layers or attention functions: reorder as before
+    except ImportError:  # a transformers without cache layers: reorder as before
+        return False
+    if not hasattr(modeling_utils, "AttentionInterface"):  # nowhere for `expand` to register the attention
         return False
     if not getattr(model, "_supports_attention_backend", False) or _config(model) is None:
         return False
     if type(cache) is not DynamicCache or getattr(cache, "offloading", False) or not cache.layers:
         return False
-    if ATTENTION_NAME not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ATTENTION_NAME, prompt_shared_attention)
     return all(type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and layer.keys.dim() == 4
                for layer in cache.layers)
 
@@ -245,17 +247,16 @@ def _prompt_shared_layer_class() -> type:
                     new[:, :, : self.length] = old[:, :, : self.length]
             self.buffers = grown
 
-        def select_rows(self, rows: torch.Tensor, prompts: torch.Tensor | None, slots: torch.Tensor | None,
-                        first: bool = False) -> None:
-            """Hypothesis i continues the current hypothesis rows[i] (on the `first` call: prompt row rows[i], nothing
-            generated yet) and fills slot slots[i] (None: every slot, in order); `prompts`: those kept (None: all)."""
+        def select_rows(self, rows: torch.Tensor, prompts: torch.Tensor | None, slots: torch.Tensor | None) -> None:
+            """Hypothesis i continues the current hypothesis rows[i] and fills slot slots[i] (None: every slot, in
+            order); `prompts`: the prompts kept (None: all). Only generated positions are copied (none at first)."""
             rows = rows.to(self.device)
             if prompts is not None:
                 prompts = prompts.to(self.device)
                 self.prompt_keys = self.prompt_keys.index_select(0, prompts)
                 self.prompt_values = self.prompt_values.index_select(0, prompts)
                 self.prompt_bias = self.prompt_bias.index_select(0, prompts)
-            if self.length and not first:
+            if self.length:
                 current, other = self.buffers
                 for source, target in zip(current, other):
                     torch.index_select(source[: self.rows, :, : self.length], 0, rows,

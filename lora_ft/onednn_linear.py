@@ -15,14 +15,12 @@ decoding starts, so they hold the weights as they are then (LoRA merged); traini
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-_SUPPORTED: list[bool] = []  # the one-time check's verdict
-
 
 @contextlib.contextmanager
 def prepacked_linears(model: nn.Module) -> Iterator[int]:
@@ -35,8 +33,10 @@ def prepacked_linears(model: nn.Module) -> Iterator[int]:
     switched: list[nn.Module] = []
     try:
         if supported():
+            from transformers.pytorch_utils import Conv1D
+
             for module in model.modules():
-                weight = _weight_out_in(module)
+                weight = _weight_out_in(module, Conv1D)
                 if weight is None or "forward" in vars(module):
                     continue
                 module.forward = _PrepackedLinear(weight, module.bias)
@@ -47,11 +47,10 @@ def prepacked_linears(model: nn.Module) -> Iterator[int]:
             del module.forward
 
 
+@functools.cache
 def supported() -> bool:
     """Whether this torch has oneDNN's packed linear and it computes F.linear's product here (checked once)."""
-    if not _SUPPORTED:
-        _SUPPORTED.append(_check())
-    return _SUPPORTED[0]
+    return _check()
 
 
 class _PrepackedLinear:
@@ -65,13 +64,12 @@ class _PrepackedLinear:
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
 
 
-def _weight_out_in(module: nn.Module) -> torch.Tensor | None:
-    """The (out, in) float32 CPU weight of a plain Linear or Conv1D (stored (in, out)); None for anything else."""
-    from transformers.pytorch_utils import Conv1D
-
+def _weight_out_in(module: nn.Module, conv1d: type) -> torch.Tensor | None:
+    """The (out, in) float32 CPU weight of a plain Linear or transformers Conv1D (`conv1d`, stored (in, out)); None
+    for anything else."""
     if type(module) is nn.Linear:
         weight = module.weight
-    elif type(module) is Conv1D:
+    elif type(module) is conv1d:
         weight = module.weight.t().contiguous()
     else:
         return None

@@ -3,6 +3,8 @@ and is switched off again; decoding with it gives the outputs decoding without i
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -76,9 +78,11 @@ def test_decoding_with_and_without_prepacked_linears_gives_the_same_outputs(tiny
     switched = []
     prepacked = onednn_linear.prepacked_linears
 
+    @contextlib.contextmanager
     def counting(module):
-        context = prepacked(module)
-        return _Counting(context, switched)
+        with prepacked(module) as count:
+            switched.append(count)
+            yield count
 
     monkeypatch.setattr(onednn_linear, "prepacked_linears", counting)
     with_onednn = beam_search(model, prompts, cfg, pad_token_id=0)
@@ -87,15 +91,3 @@ def test_decoding_with_and_without_prepacked_linears_gives_the_same_outputs(tiny
     assert switched and switched[0] > 0  # the layers were switched in the first call
     assert len(switched) == 1  # and not in the second
 
-
-class _Counting:
-    def __init__(self, context, counts):
-        self.context, self.counts = context, counts
-
-    def __enter__(self):
-        count = self.context.__enter__()
-        self.counts.append(count)
-        return count
-
-    def __exit__(self, *exc):
-        return self.context.__exit__(*exc)
