@@ -20,9 +20,11 @@ from .schema import ConfigError
 
 def _load(args):
     from .config import check_config, load_config
+    from .tasks import get_task
 
     cfg = load_config(args.config, args.overrides)
     check_config(cfg)
+    get_task(cfg.task).check_split_roles(cfg.decoding.split)  # no data read: file names and slices only
     return cfg
 
 
@@ -136,6 +138,10 @@ def cmd_table(args) -> int:
 def cmd_sweep(args) -> int:
     from .report.sweep import run_sweep_command
 
+    if args.select and not (args.dry_run or args.print_commands):
+        from .report.selection import run_sweep_and_select
+
+        return run_sweep_and_select(args.config, args.overrides, args.select)
     return run_sweep_command(args.config, args.overrides, dry_run=args.dry_run, print_commands=args.print_commands,
                              accelerate=args.accelerate)
 
@@ -254,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and their output directories")
     p.add_argument("--print-commands", action="store_true", help="print one command per run for a scheduler")
     p.add_argument("--accelerate", action="store_true", help="with --print-commands: `accelerate launch` commands")
+    p.add_argument("--select", metavar="CRITERION",
+                   help="after the runs, choose the best on the selection split and write <output.dir>/selection.json: "
+                   "validation_loss (lowest) or validation:METRIC (highest, after `eval --split validation`)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("plot", help="Figure 2 (score vs trainable parameters) and the rank sweep, PNG + SVG")

@@ -71,11 +71,21 @@ class TaskConfig:
     max_train_examples: int | None = option(None, help="use only the first N training examples")
     max_eval_examples: int | None = option(None, help="decode only the first N evaluation items (E2E: distinct MRs)")
     train_slice: str | None = option(
-        None, help="read only these rows of the training file, 'START:END' (0-based, END excluded), e.g. '0:2000'"
+        None, help="read only these rows of the training file, 'START:END' (0-based, END excluded), e.g. '0:2000'; "
+        "E2E counts distinct MRs, so an MR's references never straddle a cut"
     )
+    validation_slice: str | None = option(
+        None, help="rows of the validation (selection) file, as train_slice; default: task.eval_slice"
+    )
+    test_slice: str | None = option(None, help="rows of the test (scored) file, as train_slice; default: task.eval_slice")
     eval_slice: str | None = option(
-        None, help="read only these rows of the validation/test file, e.g. '2000:2500'; with the same file as "
-        "training (MNLI offline: dev_matched.jsonl) it must not overlap task.train_slice"
+        None, help="rows of both the validation and the test file where their own slice is unset, e.g. '2000:2500'"
+    )
+    select_on_scored_split: bool = option(
+        False,
+        help="allow the validation (selection) split to be the scored split itself, as the paper's dev-set scores "
+        "(MNLI, WikiSQL) were: the validation loss and --epochs best then select on scored rows. Otherwise a config "
+        "whose training, selection and scored rows overlap is refused",
     )
     max_length: int = option(512, help="maximum tokens of one training example (context + target)")
 
@@ -125,6 +135,10 @@ class TrainingConfig:
         "compute, activation memory ~ one hidden state per block; `lora-ft params` shows the estimate)",
     )
     seed: int = option(110, help="random seed for init, dropout and data order (paper E2E: 110)")
+    selected_by: str | None = option(
+        None, help="a selection.json written by `lora-ft sweep --select`: train checks this config holds its chosen "
+        "values (e.g. the learning rate) and records the grid and criterion in results.json (a table's 'searched' note)"
+    )
     log_every_steps: int = option(10, help="log loss, learning rate and tokens/s every N steps")
     eval_batch_size: int = option(16, help="batch size of the validation-loss pass")
     checkpoint_every_steps: int | None = option(None, help="also checkpoint every N steps (an epoch end always checkpoints)")

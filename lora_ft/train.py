@@ -97,7 +97,13 @@ class Trainer:
         self.resume_changes = check_resume_config(self.run_dir / CONFIG_FILE, cfg.to_dict()) if resume else {}
         preflight(cfg)
         self.task = get_task(cfg.task)
-        self.task.check_source(("train", "validation"))
+        self.task.check_source(("train", "validation", cfg.decoding.split))
+        self.task.check_split_roles(cfg.decoding.split)
+        self.search = None
+        if cfg.training.selected_by:  # how the swept setting was chosen, checked against this config, kept with the run
+            from .report.selection import check_selected
+
+            self.search = check_selected(cfg.to_dict(), cfg.training.selected_by)
         self.log_with = resolve_trackers(cfg.training.report_to) or None  # a missing tracker package fails here
 
     def _start_accelerator(self, cfg: RunConfig, resume: bool) -> None:
@@ -178,6 +184,8 @@ class Trainer:
             num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command,
             optimizer=describe_optimizer(cfg.training), batches=self.packing.describe(),
         )
+        if self.search is not None:
+            self.results.extra["search"] = self.search
         if self.log_with:
             start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict())
 

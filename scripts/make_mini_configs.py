@@ -17,6 +17,22 @@ How each method's size is scaled to SmolLM2-135M (d = 576, L = 30, 134.5M parame
   0.104% / 3.12% of SmolLM2's 134.5M parameters.
 Learning rates: the paper's per method (Table 11 for E2E, Table 12 for GPT-3) times LR_SCALE (10): these runs take a
 few dozen steps instead of thousands, as the demo config does for LoRA (2e-4 -> 2e-3). No per-method search was run here.
+
+The first mini-paper (configs/mini/table3, table4; results/mini_paper/table3, table4) validated on its scored split
+(task.select_on_scored_split: true, so that its committed runs still reproduce); the second (issue 16) replaces it:
+
+MINI-PAPER 2 (configs/mini/search/): three disjoint parts per task, a learning-rate search per method chosen on the
+selection split, then seeds. Each part, and why:
+- E2E: train on the first 487 MRs of the E2E validation file, select on its last 60 MRs (task slices count MRs, so no
+  MR's references straddle the cut), score the first 100 test MRs (`max_eval_examples`).
+- Budget, from bench/mini-paper-steps-cpu.json (scripts/bench_mini_paper.py; SmolLM2-135M, batch 8 E2E rows, packed):
+  LoRA ~1.3 s per step fp32 (~1.1 s with bf16 autocast), FT ~2x that. A search run is SEARCH_STEPS = 100 steps
+  (~2-4 min with its validation pass), a final run FINAL_STEPS = 200 (~4-8 min, + ~1 min of beam search on 100 MRs).
+  Search: 7 methods x 4 rates = 28 runs, ~1.5 h of CPU; finals: 7 rows + 2 more seeds of LoRA and FT = 11 runs, ~1.2 h.
+- Grid: the paper's rate x SEARCH_FACTORS (1, 3, 10, 30): 1.5 orders of magnitude from the paper's rate up, since runs
+  of a few hundred steps want more than the paper's thousands did; a choice at either edge extends the grid.
+- Criterion: the validation loss (token-mean NLL, no label smoothing) on the selection split at the end of the run
+  (`lora-ft sweep --select validation_loss`): it needs no decoding, and is never computed on scored rows.
 """
 
 from __future__ import annotations
@@ -41,7 +57,8 @@ LR_SCALE = 10
 PACKING = "off"
 TABLE3_BUDGET = {
     "task": {"name": "e2e", "train_file": "data/e2e/valid.txt", "validation_file": "data/e2e/test.txt",
-             "test_file": "data/e2e/test.txt", "max_train_examples": 384, "max_eval_examples": 40, "max_length": 256},
+             "test_file": "data/e2e/test.txt", "max_train_examples": 384, "max_eval_examples": 40, "max_length": 256,
+             "select_on_scored_split": True},
     "training": {"epochs": 1, "batch_size": 8, "warmup_steps": 4, "label_smoothing": 0.1, "weight_decay": 0.01,
                  "adam_epsilon": 1e-6, "seed": 110, "log_every_steps": 8, "packing": PACKING},
     "decoding": {"split": "test", "num_beams": 5, "length_penalty": 0.9, "no_repeat_ngram_size": 4,
@@ -55,7 +72,7 @@ TABLE4_TASKS = {
     # MNLI: no training rows offline; train on dev_matched rows 0-95, score rows 9000-9149 (disjoint by construction,
     # checked by the task reader), the validation loss on the same scored rows.
     "mnli": {"task": {"name": "mnli", "train_file": MNLI_FILE, "validation_file": MNLI_FILE, "train_slice": "0:96",
-                      "eval_slice": "9000:9150", "max_length": 768},
+                      "eval_slice": "9000:9150", "max_length": 768, "select_on_scored_split": True},
              "decoding": {"split": "validation", "num_beams": 1, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
                           "max_new_tokens": 4, "batch_size": 20}},
     "samsum": {"task": {"name": "samsum", "train_file": f"{SAMSUM_DIR}/train.csv",
@@ -116,6 +133,42 @@ TABLE4_ROWS = {
 }
 
 
+# ---- mini-paper 2: the learning-rate search (issue 16) ----
+SEARCH_STEPS = 100
+FINAL_STEPS = 200
+SEARCH_FACTORS = (1, 3, 10, 30)
+E2E_FILES = {"train_file": "data/e2e/valid.txt", "validation_file": "data/e2e/valid.txt", "test_file": "data/e2e/test.txt"}
+SEARCH_TABLE3 = {
+    "task": {"name": "e2e", **E2E_FILES, "train_slice": "0:487", "validation_slice": "487:547",
+             "max_eval_examples": 100, "max_length": 256},
+    "training": {"epochs": 1, "batch_size": 8, "warmup_steps": 10, "label_smoothing": 0.1, "weight_decay": 0.01,
+                 "adam_epsilon": 1e-6, "seed": 1, "log_every_steps": 10, "packing": "auto", "mixed_precision": "bf16",
+                 "eval_batch_size": 16},
+    "decoding": {"split": "test", "num_beams": 5, "length_penalty": 0.9, "no_repeat_ngram_size": 4,
+                 "max_new_tokens": 48, "batch_size": 10},
+}
+
+
+def search_rates(paper_lr: float) -> list[float]:
+    return [float(f"{paper_lr * f:.3g}") for f in SEARCH_FACTORS]
+
+
+def write_search_configs() -> int:
+    """configs/mini/search/table3/e2e_<row>.yaml: each row's method on the shared budget, its rate swept."""
+    for name, (method, lr, what) in TABLE3_ROWS.items():
+        run = f"e2e_{name}"
+        training = {**SEARCH_TABLE3["training"], "max_steps": SEARCH_STEPS, "learning_rate": lr}
+        config = {"model": MODEL, "task": SEARCH_TABLE3["task"], "method": method, "training": training,
+                  "decoding": SEARCH_TABLE3["decoding"], "output": {"dir": f"results/mini_paper/search/table3/{run}"},
+                  "sweep": {"training.learning_rate": search_rates(lr)}}
+        write(OUT / "search" / "table3" / f"{run}.yaml",
+              f"Mini-paper 2, Table 3 learning-rate search: {what}, on SmolLM2-135M (paper: GPT-2 M).\n"
+              f"{SEARCH_STEPS} steps per rate; rates = the paper's {lr:g} x {SEARCH_FACTORS}; chosen by the validation "
+              f"loss on the selection split (E2E validation MRs 487-546).\nWritten by scripts/make_mini_configs.py.\n\n"
+              f"  lora-ft sweep --config configs/mini/search/table3/{run}.yaml --select validation_loss", config)
+    return len(TABLE3_ROWS)
+
+
 def write(path: Path, header: str, config: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
@@ -142,7 +195,9 @@ def main() -> None:
                   f"Mini Table 4 row: {what}, {task}, on SmolLM2-135M (paper: GPT-3 175B).\nShared budget: "
                   f"scripts/make_mini_configs.py (which writes this file); learning rate = paper's {lr:g} x {LR_SCALE}."
                   f"\n\n  bash scripts/mini_paper.sh --table 4", config)
-    print(f"wrote {len(TABLE3_ROWS)} + {len(TABLE4_ROWS) * len(TABLE4_TASKS)} configs under {OUT.relative_to(ROOT)}")
+    searches = write_search_configs()
+    print(f"wrote {len(TABLE3_ROWS)} + {len(TABLE4_ROWS) * len(TABLE4_TASKS)} configs and {searches} searches under "
+          f"{OUT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

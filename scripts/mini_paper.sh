@@ -7,6 +7,9 @@
 #   bash scripts/mini_paper.sh --table 3       # one table
 #   bash scripts/mini_paper.sh --dry-run       # list every run, its state and the commands, run nothing
 #   bash scripts/mini_paper.sh --commit        # git-commit results/mini_paper/ after each finished run
+#   bash scripts/mini_paper.sh --search [--table 3] [--dry-run] [--commit]
+#                                              # mini-paper 2's learning-rate search (configs/mini/search/tableN/):
+#                                              # `lora-ft sweep --select validation_loss` per row, resumable
 #
 # Per run: `lora-ft config validate` (a config the CLI refuses, e.g. BitFit on bias-free SmolLM2, becomes an n/a row of
 # results/mini_paper/tableN/not_applicable.tsv with the one-line reason), `lora-ft train` (--resume when checkpoints
@@ -19,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TABLES="3 4"
+SEARCH=0
 DRY_RUN=0
 COMMIT=0
 while [ $# -gt 0 ]; do
@@ -26,8 +30,9 @@ while [ $# -gt 0 ]; do
     --table) TABLES="$2"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --commit) COMMIT=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-    *) echo "mini_paper.sh: unknown argument $1 (use --table 3|4, --dry-run, --commit)" >&2; exit 2 ;;
+    --search) SEARCH=1; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    *) echo "mini_paper.sh: unknown argument $1 (use --table 3|4, --search, --dry-run, --commit)" >&2; exit 2 ;;
   esac
 done
 for t in $TABLES; do
@@ -121,6 +126,33 @@ base_run() {  # $1 = a config of the task, $2 = the base run's directory: the un
     || { echo "  $(basename "$run"): evaluation failed" >&2; FAILED+=("$(basename "$run")"); return 0; }
   commit "$(basename "$run")"
 }
+
+# Mini-paper 2's learning-rate search: each row's sweep, then its choice on the selection split (selection.json).
+# A sweep skips its finished runs, so a rerun continues; a diverged rate is a finding (the worst candidate), not a stop.
+if [ "$SEARCH" = 1 ]; then
+  for t in $TABLES; do
+    # LoRA and FT first (the rows every claim compares), then the prefix methods (PreLayer is the suspect), the rest.
+    for config in $(ls configs/mini/search/table$t/*.yaml 2>/dev/null \
+                    | awk '{ p = /lora/ ? 0 : /_ft/ ? 1 : /pre/ ? 2 : 3; print p "\t" $0 }' | sort | cut -f2); do
+      name="$(basename "$config" .yaml)"
+      search_dir="$OUT/search/table$t/$name"
+      state=new
+      [ -f "$search_dir/selection.json" ] && state=done
+      echo "$state $(printf '%*s' $((6 - ${#state})) '')$name: lora-ft sweep --config $config --select validation_loss"
+      [ "$DRY_RUN" = 1 ] && { "${LORA_FT[@]}" sweep --config "$config" --dry-run | sed 's/^/    /'; continue; }
+      [ "$state" = done ] && continue
+      start=$(date +%s)
+      if "${LORA_FT[@]}" sweep --config "$config" --select validation_loss; then
+        printf '%s\t%s\t%s\n' "search/$name" "$(( $(date +%s) - start ))" "$(date -u +%FT%TZ)" >> "$OUT/search/run_seconds.tsv"
+        commit "search $name"
+      else
+        echo "  $name: search failed" >&2; FAILED+=("search/$name")
+      fi
+    done
+  done
+  if [ "${#FAILED[@]}" -gt 0 ]; then echo "mini_paper.sh: failed: ${FAILED[*]}" >&2; exit 1; fi
+  exit 0
+fi
 
 for t in $TABLES; do
   table_dir="$OUT/table$t"

@@ -9,7 +9,8 @@ SHARED = REPO.parent / "shared" / "data"
 
 
 def tiny_run_config(run_dir: Path, **training) -> dict:
-    """LoRA r=2 on q,v of a 2-block GPT-2 (width 32); 32 training rows, 2 test MRs; `training` overrides the recipe."""
+    """LoRA r=2 on q,v of a 2-block GPT-2 (width 32); 32 training rows, 2 validation and 2 test MRs (no MR in two splits);
+    `training` overrides the recipe."""
     return {
         "model": {
             "name_or_path": "gpt2",
@@ -19,8 +20,11 @@ def tiny_run_config(run_dir: Path, **training) -> dict:
         },
         "task": {
             "name": "e2e",
+            # E2E slices count MRs: 32 training rows lie in the first 10 MRs; the validation loss is on 2 others
             "train_file": str(SHARED / "e2e" / "valid.txt"),
+            "train_slice": "0:10",
             "validation_file": str(SHARED / "e2e" / "valid.txt"),
+            "validation_slice": "10:12",
             "test_file": str(SHARED / "e2e" / "test.txt"),
             "max_train_examples": 32,
             "max_eval_examples": 2,

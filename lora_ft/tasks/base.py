@@ -7,7 +7,6 @@ tests exercise what a real run does.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import logging
 from abc import ABC, abstractmethod
@@ -16,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..hub import hub_expected_but_unreachable, hub_offline_mode
-from ..errors import UserError
+from ..hub import hub_expected_but_unreachable
+from .sources import TABLE_BUILDERS, TSV_SUFFIX, TaskDataError, load_hub_split, offline_message, read_table, read_tsv
 
 if TYPE_CHECKING:
     from ..config import TaskConfig
@@ -25,17 +24,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("lora_ft.tasks")
 
 SPLITS = ("train", "validation", "test")
-
-# Local file types read through `datasets` (one loader per suffix). The released JSON form of a dataset (SAMSum's
-# train.json: one array of objects) reads through the same "json" builder as JSON lines.
-TABLE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-# Tab-separated files (GLUE's MNLI train.tsv / dev_matched.tsv) are read by `read_tsv` instead: their text holds bare
-# quote characters, which a CSV reader (datasets, pandas) would take as quoting and so merge rows.
-TSV_SUFFIX = ".tsv"
-
-
-class TaskDataError(UserError, ValueError):
-    """The task's data is missing or malformed; the message says where and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +75,6 @@ class Task(ABC):
     string_columns: ClassVar[tuple[str, ...]] = ()  # read as text even when they look like numbers (SAMSum ids)
     # Other names a column has in a dataset's other released forms (MNLI: GLUE's tsv calls the premise sentence1).
     column_aliases: ClassVar[Mapping[str, tuple[str, ...]]] = {}
-    # The split that is decoded and scored when the task has no test split of its own (MNLI: validation).
-    scored_split: ClassVar[str] = "test"
     # Whether a completion is one line (SAMSum's summary, MNLI's answer word): `end_completion` keeps its first line
     # with text (decoding does not stop at line breaks). E2E keeps the authors' rule (stop at EOS or a blank line).
     single_line: ClassVar[bool] = False
@@ -109,8 +95,7 @@ class Task(ABC):
     def load(self, split: str) -> list[Example]:
         """The examples of `split` ("train" | "validation" | "test"), limited by task.max_train/eval_examples."""
         self.check_split(split)
-        start, end = self.row_range(split)
-        examples = self.examples_from_rows(itertools.islice(self.rows(split), start, end), split)
+        examples = self.examples_from_rows(self.sliced_rows(split), split)
         if not examples:
             raise TaskDataError(f"{self.name} {split}: no examples were read from {self.describe_source(split)}")
         return self.limit(examples, split)
@@ -161,7 +146,7 @@ class Task(ABC):
             if value is None:
                 continue
             key = f"task.{split}_file"
-            if split not in self.hub_splits:
+            if not self.has_split(split):
                 raise TaskDataError(f"{key} is set, but {self.split_unavailable_message(split)}")
             path = Path(value)
             if not path.is_file():
@@ -172,35 +157,83 @@ class Task(ABC):
                 )
 
     def row_range(self, split: str) -> tuple[int, int | None]:
-        """(start, end) of the file rows `split` reads: task.train_slice for training, task.eval_slice otherwise."""
-        text = self.config.train_slice if split == "train" else self.config.eval_slice
+        """(start, end) of the rows `split` reads: task.train_slice, task.validation_slice or task.test_slice (the
+        last two default to task.eval_slice). Rows are file rows, except where a task counts them otherwise (E2E: MRs)."""
+        text = self.slice_setting(split)[1]
         return parse_row_slice(text) if text else (0, None)
 
-    def check_disjoint_rows(self, splits: Sequence[str]) -> None:
-        """Training rows must never be scored: a scored split read from the training file needs task.train_slice and
-        task.eval_slice, disjoint. (A validation split that is only a loss gets a warning instead.)"""
-        train_file = self.local_file_setting("train")
-        if train_file is None or self.config.source == "hub":
+    def slice_setting(self, split: str) -> tuple[str, str | None]:
+        """The config key that slices `split` and its value ('task.eval_slice' when only that is set)."""
+        cfg = self.config
+        if split == "train":
+            return "task.train_slice", cfg.train_slice
+        own = getattr(cfg, f"{split}_slice", None)
+        if own is None and cfg.eval_slice is not None:
+            return "task.eval_slice", cfg.eval_slice
+        return f"task.{split}_slice", own
+
+    def sliced_rows(self, split: str) -> Iterable[Row]:
+        """The rows of `split` within its slice (E2E overrides this to cut between MRs)."""
+        start, end = self.row_range(split)
+        return itertools.islice(self.rows(split), start, end)
+
+    def split_source(self, split: str) -> tuple[str, ...]:
+        """What `split` is read from: a local file's resolved path, or the hub dataset and split. Two splits with
+        the same source share rows unless their slices are disjoint."""
+        value = self.local_file_setting(split)
+        if value is not None and self.config.source != "hub":
+            return ("file", str(Path(value).resolve()))
+        return ("hub", self.hub_id(), self.config.hub_config or "", self.hub_splits.get(split, split))
+
+    def overlap_problem(self, split: str, other: str) -> str | None:
+        """Why `split` and `other` share rows (one line, with the fix), or None when they share none."""
+        if self.split_source(split) != self.split_source(other):
+            return None
+        (a, b), (c, d) = self.row_range(split), self.row_range(other)
+        if (b is not None and c >= b) or (d is not None and a >= d):
+            return None
+        where = self.split_source(split)[1] if self.split_source(split)[0] == "file" else (
+            f"the hub split {self.split_source(split)[-1]!r} of {self.hub_id()}")
+        (key1, value1), (key2, value2) = self.slice_setting(split), self.slice_setting(other)
+        if split == other:
+            return f"the {split} split is read twice from {where}"
+        if value1 is None and value2 is None:
+            return (f"the {split} and {other} splits both read all of {where}; set {key1} and {key2} to disjoint "
+                    f"ranges (e.g. '0:2000' and '2000:2500')")
+        shown = [f"{key} {value!r}" if value else f"{key} (unset: every row)" for key, value in ((key1, value1), (key2, value2))]
+        return f"{shown[0]} and {shown[1]} overlap, and both read {where}; make the ranges disjoint"
+
+    def check_split_roles(self, scored_split: str) -> None:
+        """Training, selection (the validation split: its loss, --epochs best) and scored rows must not overlap: a
+        model must never be scored, or chosen, on rows it trained on, nor chosen on the rows it is scored on (unless
+        task.select_on_scored_split allows the latter, the paper's dev-set protocol). Reads no data; runs at
+        `config validate` and before `train` loads anything. Raises TaskDataError."""
+        self.check_split(scored_split)
+        for split in dict.fromkeys(("validation", scored_split)):
+            problem = self.overlap_problem("train", split)
+            if problem:
+                use = "scored" if split == scored_split else "used for selection"
+                raise TaskDataError(f"training rows would be {use}: {problem}")
+        if self.config.select_on_scored_split:
             return
-        for split in splits:
-            other = self.local_file_setting(split) if split != "train" else None
-            if other is None or Path(other).resolve() != Path(train_file).resolve():
-                continue
-            if self.config.train_slice and self.config.eval_slice:
-                (a, b), (c, d) = self.row_range("train"), self.row_range(split)
-                if (b is None or c < b) and (d is None or a < d):
-                    raise TaskDataError(
-                        f"task.train_slice {self.config.train_slice!r} and task.eval_slice {self.config.eval_slice!r} "
-                        f"overlap, and both read {train_file}: training rows would be scored; make the ranges disjoint"
-                    )
-                continue
-            message = (
-                f"task.train_file and task.{split}_file are the same file ({train_file}); set task.train_slice and "
-                f"task.eval_slice to disjoint row ranges (e.g. '0:2000' and '2000:2500') so no training row is evaluated"
+        problem = self.overlap_problem("validation", scored_split)
+        if problem or scored_split == "validation":
+            why = problem if scored_split != "validation" else (
+                "decoding.split is 'validation', the split whose loss selects epochs")
+            raise TaskDataError(
+                f"the selection (validation) split overlaps the scored split ({scored_split}): {why}; keep them "
+                "disjoint, or set task.select_on_scored_split: true to select on the scored rows as the paper's "
+                "dev-set scores did"
             )
-            if split == self.scored_split:
-                raise TaskDataError(message)
-            logger.warning(message)
+
+    def check_disjoint_rows(self, splits: Sequence[str]) -> None:
+        """Training rows must never be evaluated: each split in `splits` (other than train) must share none of them."""
+        for split in splits:
+            if split == "train":
+                continue
+            problem = self.overlap_problem("train", split)
+            if problem:
+                raise TaskDataError(f"training rows would be evaluated: {problem}")
 
     # ---- what each task defines ----------------------------------------------------------------------------------
 
@@ -227,8 +260,11 @@ class Task(ABC):
         n = self.config.max_train_examples if split == "train" else self.config.max_eval_examples
         return examples if n is None else examples[:n]
 
+    def has_split(self, split: str) -> bool:
+        return split in self.hub_splits
+
     def check_split(self, split: str) -> None:
-        if split not in self.hub_splits:
+        if not self.has_split(split):
             raise TaskDataError(self.split_unavailable_message(split))
 
     def split_unavailable_message(self, split: str) -> str:
@@ -338,72 +374,3 @@ def parse_row_slice(text: str) -> tuple[int, int | None]:
     if start < 0 or (end is not None and end <= start):
         raise TaskDataError(f"row slice {text!r}: need 0 <= START < END")
     return start, end
-
-
-def read_tsv(path: Path):
-    """A tab-separated file with a header row as a `datasets.Dataset` of strings; quotes are plain characters."""
-    import datasets
-
-    # The csv module with QUOTE_NONE splits on tabs only, as GLUE's own readers do (csv.reader(..., quotechar=None)).
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if not header:
-            raise TaskDataError(f"{path}: empty file; expected a header row of tab-separated column names")
-        rows = []
-        for number, fields in enumerate(reader, start=2):
-            if not fields:
-                continue
-            if len(fields) != len(header):
-                raise TaskDataError(
-                    f"{path} line {number}: {len(fields)} tab-separated fields, but the header has {len(header)}"
-                )
-            rows.append(dict(zip(header, fields)))
-    return datasets.Dataset.from_dict({name: [r[name] for r in rows] for name in header})
-
-
-def read_table(path: Path, *, string_columns: Sequence[str] = ()):
-    """A local .jsonl/.json/.csv/.parquet file as a `datasets.Dataset` (the same reader the hub path uses)."""
-    import datasets
-
-    builder = TABLE_BUILDERS[path.suffix.lower()]
-    kwargs: dict[str, Any] = {}
-    if builder == "csv" and string_columns:
-        kwargs["converters"] = {c: str for c in string_columns}  # pandas would read "13818513" as an int
-    try:
-        return datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
-    except Exception as exc:  # datasets raises many types for malformed files; all mean "this file cannot be read"
-        raise TaskDataError(f"cannot read {path} as {builder}: {type(exc).__name__}: {exc}") from exc
-
-
-def offline_message(task: str, hub_id: str) -> str:
-    offline = " (HF_HUB_OFFLINE is set)" if hub_offline_mode() else ""
-    return (
-        f"cannot load the {task} dataset {hub_id!r} from the Hugging Face hub{offline}: this machine seems to be offline "
-        f"or the hub is unreachable. Point task.train_file / task.validation_file / task.test_file at local files "
-        f"(and set task.source to 'local' or 'auto'), or run where the hub is reachable; HF_HUB_OFFLINE may be set "
-        f"to use a dataset already in the local cache."
-    )
-
-
-def load_hub_split(hub_id: str, config_name: str | None, revision: str | None, hub_split: str, *, task: str, split: str):
-    """`datasets.load_dataset` for one split, with offline and not-found failures turned into TaskDataError."""
-    import datasets
-    from datasets.exceptions import DatasetNotFoundError
-
-    where = f"{hub_id}" + (f" (config {config_name})" if config_name else "") + (f" at revision {revision}" if revision else "")
-    if hub_expected_but_unreachable():  # fail now, not after datasets' retries
-        raise TaskDataError(offline_message(task, hub_id))
-    try:
-        return datasets.load_dataset(hub_id, config_name, revision=revision, split=hub_split)
-    except DatasetNotFoundError as exc:
-        raise TaskDataError(
-            f"the hub has no dataset {where} (or it is private): {exc}. Check task.hub_id / task.hub_revision / "
-            f"task.hub_config, or use local files (task.{split}_file)."
-        ) from exc
-    except (ConnectionError, TimeoutError) as exc:
-        raise TaskDataError(offline_message(task, hub_id)) from exc
-    except OSError as exc:  # requests/httpx connection errors are OSErrors but not ConnectionError
-        raise TaskDataError(f"{offline_message(task, hub_id)} ({type(exc).__name__}: {exc})") from exc
-    except ValueError as exc:  # e.g. an unknown split or config name
-        raise TaskDataError(f"cannot load split {hub_split!r} of {where}: {exc}") from exc

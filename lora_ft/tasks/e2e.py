@@ -74,6 +74,21 @@ class E2ETask(Task):
             f"to 'paper'"
         )
 
+    def sliced_rows(self, split: str) -> Iterable[Row]:
+        """The rows of the slice's MRs: E2E slices count distinct MRs in order of first appearance, so that an MR's
+        references all fall on one side of a cut (training on some references of an MR and scoring it on the others
+        would leak)."""
+        start, end = self.row_range(split)
+        if (start, end) == (0, None):
+            return self.rows(split)
+        order: dict[str, int] = {}  # MR (white space folded) -> its index among distinct MRs
+        kept = []
+        for row in self.rows(split):  # every row is read: an MR's references need not be contiguous in a file
+            index = order.setdefault(" ".join(str(row.values["mr"]).split()), len(order))
+            if start <= index and (end is None or index < end):
+                kept.append(row)
+        return kept
+
     # ---- formatting -----------------------------------------------------------------------------------------------
 
     def example_from_row(self, row: Row, split: str) -> Example:

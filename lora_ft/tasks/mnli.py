@@ -1,11 +1,12 @@
 """MNLI-matched (stand-in for the paper's GPT-3 Table 4): does the premise entail the hypothesis?
 
 Rows as on the hub (`nyu-mll/glue`, config `mnli`): `premise`, `hypothesis`, `label` (0 entailment, 1 neutral,
-2 contradiction). "validation" means validation_matched; the test splits have no labels (-1), so there is no "test",
-and validation is the scored split. Local files may also be in MNLI's other released forms: GLUE's tsv
+2 contradiction). "validation" means validation_matched; the hub's test splits have no labels (-1), so on the hub
+there is no "test" and validation is scored (the paper's configs set task.select_on_scored_split). Local files may also be in MNLI's other released forms: GLUE's tsv
 (`dev_matched.tsv`: sentence1, sentence2, gold_label, quotes unescaped) or MultiNLI's jsonl (`multinli_1.0_dev_matched.jsonl`:
 the same names); labels as ids or words. Rows whose gold label is '-' (no annotator majority; GLUE drops them) are skipped.
-Offline there are no training rows: train on one slice of dev_matched and score another (task.train_slice / eval_slice).
+Offline there are no training rows: train, select and score on three disjoint slices of dev_matched (task.train_slice,
+validation_slice, test_slice; a local labelled task.test_file makes a test split).
 
 Format (GPT-3 style; the paper gives none): context "{premise}\\nQuestion: {hypothesis} True, False, or Neither?\\nAnswer:",
 target " True" / " Neither" / " False". Scored by the generated word: the first word of the output, case and
@@ -31,13 +32,21 @@ class MNLITask(Task):
     default_hub_id = "nyu-mll/glue"
     default_hub_config = "mnli"
     hub_splits = {"train": "train", "validation": "validation_matched"}
-    missing_split_reasons = {"test": "MNLI's test labels are hidden (label -1); evaluate on 'validation' (validation_matched)"}
+    missing_split_reasons = {
+        "test": "MNLI's test labels are hidden on the hub (label -1); score 'validation' (validation_matched), or set "
+        "task.test_file to a labelled local file (e.g. a slice of dev_matched.jsonl, task.test_slice)"
+    }
     required_columns = ("premise", "hypothesis", "label")
     column_aliases = {"premise": ("sentence1",), "hypothesis": ("sentence2",), "label": ("gold_label",)}
     local_suffixes = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
-    scored_split = "validation"
     single_line = True  # the answer is one word; a line break ends it
     prefix_init_text = " Answer:"  # the format's own cue for the answer (measured: README, prefix initialisation)
+
+    def has_split(self, split: str) -> bool:
+        """A labelled local test file makes a test split (offline: train, select and score on slices of dev_matched)."""
+        if split == "test":
+            return self.config.source != "hub" and self.local_file_setting("test") is not None
+        return super().has_split(split)
 
     def example_from_row(self, row: Row, split: str) -> Example | None:
         values = row.values

@@ -18,6 +18,12 @@ def e2e_dir(shared_data_dir) -> Path:
 
 
 @pytest.fixture
+def mnli_file(shared_data_dir) -> Path:
+    """All 9,815 labelled rows of MNLI's dev_matched: offline, the training, selection and scored rows are slices of it."""
+    return shared_data_dir / "mnli" / "dev_matched.jsonl"
+
+
+@pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
 

@@ -18,11 +18,6 @@ def samsum_dir(shared_data_dir):
     return shared_data_dir / "samsum"
 
 
-@pytest.fixture
-def mnli_file(shared_data_dir):
-    return shared_data_dir / "mnli" / "dev_matched.jsonl"
-
-
 def test_samsum_csv_as_released(samsum_dir):
     task = get_task(TaskConfig(name="samsum", test_file=str(samsum_dir / "test.csv")))
     task.check_source(("test",))
@@ -99,8 +94,8 @@ def test_mnli_trains_and_scores_disjoint_slices_of_one_file(mnli_file):
 @pytest.mark.parametrize(
     "slices, message",
     [
-        ({}, "are the same file"),
-        ({"train_slice": "0:100"}, "are the same file"),
+        ({}, "both read all of"),
+        ({"train_slice": "0:100"}, r"task.validation_slice \(unset: every row\) overlap"),
         ({"train_slice": "0:100", "eval_slice": "50:150"}, "overlap"),
         ({"train_slice": "100:", "eval_slice": "0:101"}, "overlap"),
         ({"train_slice": "a:b", "eval_slice": "0:1"}, "not 'START:END'"),
@@ -112,11 +107,10 @@ def test_mnli_scoring_training_rows_is_an_error(mnli_file, slices, message):
         task.check_source(("train", "validation"))
 
 
-def test_a_loss_only_validation_split_on_training_rows_warns(shared_data_dir, caplog):
-    """E2E scores its test split; a validation loss on training rows is a warning, not an error."""
+def test_a_validation_split_on_training_rows_is_an_error_too(shared_data_dir):
+    """The validation split selects (its loss, --epochs best): training rows there are refused like scored ones."""
     valid = str(shared_data_dir / "e2e" / "valid.txt")
-    task = get_task(TaskConfig(name="e2e", train_file=valid, validation_file=valid))
-    task.check_source(("train", "validation"))
-    assert "are the same file" in caplog.text
-    with pytest.raises(TaskDataError, match="are the same file"):
+    with pytest.raises(TaskDataError, match="training rows would be evaluated: the train and validation splits"):
+        get_task(TaskConfig(name="e2e", train_file=valid, validation_file=valid)).check_source(("train", "validation"))
+    with pytest.raises(TaskDataError, match="the train and test splits both read all of"):
         get_task(TaskConfig(name="e2e", train_file=valid, test_file=valid)).check_source(("test",))

@@ -44,11 +44,19 @@ def test_test_split_and_unlabelled_rows_are_errors(tmp_path):
     with pytest.raises(TaskDataError, match="test labels are hidden"):
         task.load("test")
     with pytest.raises(TaskDataError, match="test labels are hidden"):
-        get_task(TaskConfig(name="mnli", test_file=str(tmp_path / "t.jsonl"))).check_source()
+        get_task(TaskConfig(name="mnli", source="hub", test_file=str(tmp_path / "t.jsonl"))).check_source(("test",))
     path = tmp_path / "unlabelled.jsonl"
     path.write_text('{"premise": "p.", "hypothesis": "h.", "label": -1, "idx": 0}\n')
     with pytest.raises(TaskDataError, match="unlabelled.jsonl row 1: label -1"):
         get_task(TaskConfig(name="mnli", train_file=str(path))).load("train")
+
+
+def test_a_labelled_local_test_file_is_a_test_split(fixtures):
+    """Offline MNLI trains, selects and scores on three slices of dev_matched: the third is the test split."""
+    path = str(fixtures / "mnli_tiny.jsonl")
+    task = get_task(TaskConfig(name="mnli", test_file=path))
+    task.check_source(("test",))
+    assert task.load("test") == get_task(TaskConfig(name="mnli", validation_file=path)).load("validation")
 
 
 def test_validation_means_validation_matched_on_the_hub(monkeypatch, hub_up):
