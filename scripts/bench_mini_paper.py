@@ -8,7 +8,7 @@ the task through `lora-ft train` (batch 8, the mini-paper's rows and lengths), i
 (how the first mini-paper ran), fp32 packed (training.packing: auto), and bf16 autocast packed (Accelerate's
 mixed_precision: bf16; the trained tensors stay fp32). The step time is the median gap between consecutive step log
 lines after the first step (which pays one-time costs). Writes ms per step, training tokens per second and the
-speedups over the fp32 padded step. Cases run one after another, each setting in turn, so that a busy machine slows
+speedups over the fp32 padded step; cases already in --out are kept unless measured again. Cases run one after another, each setting in turn, so that a busy machine slows
 all of them alike; run it on a quiet machine for figures to quote.
 """
 
@@ -32,7 +32,7 @@ TASKS = {
             "data/e2e/valid.txt", "validation_slice": "500:502", "test_file": "data/e2e/test.txt", "max_length": 256},
     "samsum": {"name": "samsum", "train_file": str(DATA / "samsum" / "train.csv"), "validation_file":
                str(DATA / "samsum" / "validation.csv"), "test_file": str(DATA / "samsum" / "test.csv"),
-               "max_eval_examples": 2, "max_length": 1024},
+               "train_slice": "0:400", "max_eval_examples": 2, "max_length": 1024},
     "mnli": {"name": "mnli", "train_file": str(DATA / "mnli" / "dev_matched.jsonl"), "train_slice": "0:400",
              "validation_file": str(DATA / "mnli" / "dev_matched.jsonl"), "validation_slice": "8000:8002",
              "test_file": str(DATA / "mnli" / "dev_matched.jsonl"), "test_slice": "9000:9100", "max_length": 768},
@@ -84,7 +84,9 @@ def main() -> None:
     parser.add_argument("--methods", default="lora,ft")
     parser.add_argument("--out", default=str(ROOT / "bench" / "mini-paper-steps-cpu.json"))
     args = parser.parse_args()
-    results = {}
+    # Cases of an earlier call stay unless measured again (a call can time a few tasks at a time).
+    out_path = Path(args.out)
+    results = json.loads(out_path.read_text())["results"] if out_path.is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks.split(","):
             for method in args.methods.split(","):
@@ -99,7 +101,7 @@ def main() -> None:
     out = {"what": "mini-paper training step cost, SmolLM2-135M, batch 8 (scripts/bench_mini_paper.py)",
            "steps": args.steps, "threads": torch.get_num_threads(), "torch": torch.__version__,
            "date": datetime.date.today().isoformat(), "results": results}
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
