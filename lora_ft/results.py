@@ -98,8 +98,8 @@ class EpochRecord:
 
     epoch: int
     step: int
-    train_loss: float | None = None
-    validation_loss: float | None = None
+    train_loss: float | None = None  # the training objective: label smoothing included (extra["losses"] says which)
+    validation_loss: float | None = None  # plain cross-entropy, no label smoothing
     learning_rate: float | None = None
     wall_time_s: float | None = None
 
