@@ -3,7 +3,7 @@
 - default: warnings on stderr; a progress bar only when stderr is a terminal: in a cluster job's log file or a pipe
   the bar's carriage-return redraws are noise (train.log holds the run's progress lines either way).
 - `-q`: errors only, no bars.  `-v`: progress lines on stderr too (one per `training.log_every_steps`, as in
-  train.log), the way to follow a batch job's log.  `-vv`: debug lines.
+  train.log; `eval`: one per decoded batch), the way to follow a batch job's log.  `-vv`: debug lines.
 lora-ft never prints colour codes, so NO_COLOR needs nothing more.
 
 Under `accelerate launch` / torchrun every process runs the same command: only the main one (global rank 0) prints
