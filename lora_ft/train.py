@@ -19,6 +19,7 @@ import math
 import os
 import resource
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -46,8 +47,9 @@ from .optim import build_optimizer, describe_optimizer
 from .tasks import get_task
 from .trackers import resolve_trackers, start_trackers
 from .divergence import NonFiniteWatch, TrainingDivergedError, check_trained_weights_finite, diverged_advice, gradient_norm
-from .resume import Progress, check_resume_config, continue_results, interrupted
+from .resume import Progress, TrainingInterrupted, check_resume_config, continue_results, interrupted
 from .stop_points import stop_point
+from .stop_signals import StopRequest, stop_signals
 from .schema import ConfigError
 
 logger = logging.getLogger("lora_ft.train")
@@ -80,10 +82,12 @@ def _peak_memory_bytes(device: torch.device) -> int:
 class Trainer:
     """setup -> run (epochs, validation, checkpoints) -> finish; one object per `lora-ft train` call."""
 
-    def __init__(self, cfg: RunConfig, *, resume: bool = False, command: str | None = None):
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, command: str | None = None,
+                 stop: StopRequest | None = None):
         self.cfg = cfg
         self.run_dir = run_dir_of(cfg)
         self.resume = resume
+        self.stop = stop or StopRequest()  # SIGTERM / SIGINT (stop_signals.py): checked between optimizer steps
         self.command = command or "lora-ft train --config " + cfg.source
         # One writer per run directory, taken before anything reads or writes it (main process only: run_lock.py).
         self.run_lock = hold_run_lock(self.run_dir, self.command)
@@ -318,6 +322,11 @@ class Trainer:
             loader = acc.skip_first_batches(loader, p.batches_in_epoch)
         window_tokens = torch.zeros((), dtype=torch.long, device=acc.device)  # this process's, for tokens/s
         window_start = time.time()
+        with self.stop.deferring(acc.num_processes == 1):  # a signal waits for the step's end (stop_signals.py)
+            self._train_batches(loader, window_tokens, window_start)
+
+    def _train_batches(self, loader, window_tokens: torch.Tensor, window_start: float) -> None:
+        acc, t, p = self.accelerator, self.cfg.training, self.progress
         for batch in loader:
             loss_sum, tokens = self._training_step(batch)
             self._pending_loss += loss_sum
@@ -341,6 +350,7 @@ class Trainer:
             if t.checkpoint_every_steps and p.step % t.checkpoint_every_steps == 0:
                 self._checkpoint(f"step-{p.step}")
                 stop_point("after-step-checkpoint", p.step)
+            self.stop.check()  # after the step and its checkpoint: where a later issue can checkpoint before stopping
             if p.step >= self.total_steps:
                 break
 
@@ -418,30 +428,37 @@ class Trainer:
 def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -> Path:
     """Train one run; on failure results.json says why (status 'failed') and the error propagates.
 
-    Ctrl-C becomes TrainingInterrupted (one line with the resume command, exit code 130 from the CLI)."""
+    SIGTERM and SIGINT (Ctrl-C) become TrainingInterrupted: results.json says status 'interrupted' with the step
+    reached, the run lock is released, and the CLI prints one line with the resume command and exits with 128 + the
+    signal's number (143, 130); see stop_signals.py."""
     command = command or " ".join(["lora-ft", *sys.argv[1:]])
     command = command.replace(" --resume", "")  # the messages add it where it applies
     trainer = None
-    try:
-        trainer = Trainer(cfg, resume=resume, command=command)
-        return trainer.run()
-    except BaseException as exc:
-        error = exc
-        if isinstance(exc, KeyboardInterrupt):
-            error = interrupted(command, resume) if trainer is None else interrupted(
-                command, resume, trainer.progress, trainer.total_steps, trainer.last_checkpoint_step
-            )
-        elif trainer is not None:
-            # A full disk (checkpoints, weights) is the user's to fix: one line, not torch's C++ message.
-            error = disk_full_error(trainer.run_dir, exc) or exc
-        if trainer is not None and trainer.accelerator.is_main_process:
-            trainer.results.mark_failed(error)
-            with contextlib.suppress(DiskFullError):  # on a full disk, the failure cannot be recorded either
-                write_results(trainer.run_dir, trainer.results)
-        if error is not exc:
-            raise error from None
-        raise
-    finally:
-        if trainer is not None:
-            trainer.close()
-        close_run_log()
+    with stop_signals() as stop:
+        try:
+            trainer = Trainer(cfg, resume=resume, command=command, stop=stop)
+            return trainer.run()
+        except BaseException as exc:
+            error = exc
+            if isinstance(exc, KeyboardInterrupt):  # a signal (stop_signals.Interrupted) or a bare Ctrl-C
+                signum = getattr(exc, "signum", signal.SIGINT)
+                error = interrupted(command, resume, signum=signum) if trainer is None else interrupted(
+                    command, resume, trainer.progress, trainer.total_steps, trainer.last_checkpoint_step, signum=signum
+                )
+            elif trainer is not None:
+                # A full disk (checkpoints, weights) is the user's to fix: one line, not torch's C++ message.
+                error = disk_full_error(trainer.run_dir, exc) or exc
+            if trainer is not None and trainer.accelerator.is_main_process:
+                if isinstance(error, TrainingInterrupted):
+                    trainer.results.mark_interrupted(error, step=trainer.progress.step, signal=error.signal)
+                else:
+                    trainer.results.mark_failed(error)
+                with contextlib.suppress(DiskFullError):  # on a full disk, the failure cannot be recorded either
+                    write_results(trainer.run_dir, trainer.results)
+            if error is not exc:
+                raise error from None
+            raise
+        finally:
+            if trainer is not None:
+                trainer.close()
+            close_run_log()
