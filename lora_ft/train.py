@@ -39,7 +39,9 @@ from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
 from .loss import completion_loss, completion_loss_per_example, completion_positions
 from .packing import packing_for
 from .models.loading import load_tokenizer
-from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, check_run_dir, close_run_log, open_run_log, run_dir_of
+from .run_dir import (
+    CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, check_run_dir, close_run_log, open_run_log, remove_own_files, run_dir_of,
+)
 from .atomic import DiskFullError, disk_full_error
 from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
@@ -140,7 +142,7 @@ class Trainer:
             )
         if self.accelerator.is_main_process:
             if not resume and self.run_dir.exists() and cfg.output.overwrite:
-                shutil.rmtree(self.run_dir / CHECKPOINTS_DIR, ignore_errors=True)
+                remove_own_files(self.run_dir)  # the replaced run's checkpoints; a user's files stay (run_dir.py)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
         open_run_log(self.run_dir, self.accelerator.is_main_process)
