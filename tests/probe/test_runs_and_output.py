@@ -168,6 +168,30 @@ def test_item10_sigterm_does_not_leave_status_training(tmp_path):
     assert "interrupted" not in results.extra
 
 
+def test_item10_a_first_signal_waits_for_the_step_a_second_stops_at_once():
+    """The handler's design (lora_ft/stop_signals.py): between steps the first signal only sets the flag the loop
+    checks; a second one stops at once; once stopping, a forwarded copy does not cut the recording short."""
+    from lora_ft.stop_signals import Interrupted, StopRequest, stop_signals
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with stop_signals() as stop:
+        with stop.deferring():
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, through the installed handler
+            assert stop.signum == signal.SIGTERM
+            with pytest.raises(Interrupted) as second:
+                stop.handle(signal.SIGTERM, None)
+        assert second.value.signum == signal.SIGTERM
+        stop.handle(signal.SIGTERM, None)  # stopping already: ignored
+    assert signal.getsignal(signal.SIGTERM) is previous
+    with pytest.raises(Interrupted):  # not deferring (loading, validation, several processes): at once
+        StopRequest().handle(signal.SIGINT, None)
+    waiting = StopRequest()
+    with waiting.deferring():
+        waiting.handle(signal.SIGINT, None)
+    with pytest.raises(Interrupted):
+        waiting.check()
+
+
 # ------------------------------------------------------------------------------------ 11: overwrite keeps a user's files
 
 
