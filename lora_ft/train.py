@@ -326,6 +326,7 @@ class Trainer:
         window_start = time.time()
         with self.stop.deferring(acc.num_processes == 1):  # a signal waits for the step's end (stop_signals.py)
             self._train_batches(loader, window_tokens, window_start)
+        self.stop.check()  # a signal during the epoch's last batch fetch: stop before the validation pass
 
     def _train_batches(self, loader, window_tokens: torch.Tensor, window_start: float) -> None:
         acc, t, p = self.accelerator, self.cfg.training, self.progress
