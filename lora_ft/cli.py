@@ -15,6 +15,7 @@ from . import __version__
 from .cli_examples import add_examples
 from . import console
 from .errors import EXIT_USER_ERROR, UserError
+from .run_lock import is_main_launch_process
 from .schema import ConfigError
 
 
@@ -34,7 +35,8 @@ def cmd_train(args) -> int:
 
     command = "lora-ft train --config " + " ".join([args.config, *args.overrides])
     run_dir = train(cfg, resume=args.resume, command=command)
-    print(f"trained: {run_dir}")
+    if is_main_launch_process():  # under `accelerate launch`, once, not once per process
+        print(f"trained: {run_dir}")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 EXIT_CODES = "exit codes: 0 done; 1 a bug in lora-ft (with its traceback: please report it); 2 a mistake in the input, " \
-    "explained in one line; 130 training interrupted (Ctrl-C), resumable with --resume"
+    "explained in one line; 130 / 143 training interrupted (Ctrl-C / SIGTERM), resumable with --resume"
 
 EXAMPLES = {
     "train": """

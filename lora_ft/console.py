@@ -3,8 +3,12 @@
 - default: warnings on stderr; a progress bar only when stderr is a terminal: in a cluster job's log file or a pipe
   the bar's carriage-return redraws are noise (train.log holds the run's progress lines either way).
 - `-q`: errors only, no bars.  `-v`: progress lines on stderr too (one per `training.log_every_steps`, as in
-  train.log), the way to follow a batch job's log.  `-vv`: debug lines.
+  train.log; `eval`: one per decoded batch), the way to follow a batch job's log.  `-vv`: debug lines.
 lora-ft never prints colour codes, so NO_COLOR needs nothing more.
+
+Under `accelerate launch` / torchrun every process runs the same command: only the main one (global rank 0) prints
+warnings, progress lines and results; the others print errors only, so that N processes do not print everything N
+times while a failure in any one of them still shows.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
+
+from .run_lock import is_main_launch_process
 
 _HANDLER_NAME = "lora_ft-console"
 _show_progress_bars = True  # library use (no CLI): bars as tqdm decides
@@ -39,8 +46,11 @@ class _ConsoleFormatter(logging.Formatter):
 
 
 def configure(verbosity: int) -> None:
-    """verbosity: -1 quiet, 0 default, 1 verbose, 2 debug."""
+    """verbosity: -1 quiet, 0 default, 1 verbose, 2 debug (a process other than the main one of a launch: quiet)."""
     global _show_progress_bars
+    if not is_main_launch_process():
+        verbosity = -1
+        warnings.simplefilter("ignore")  # Python's warnings too: the main process prints them once
     interactive = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
     _show_progress_bars = verbosity >= 0 and interactive
     if not _show_progress_bars:

@@ -9,7 +9,10 @@ TaskDataError, ...) so that callers can still catch the narrow kind.
 from __future__ import annotations
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR = 0, 1, 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT: what shells and schedulers read as "stopped by Ctrl-C"; see train.TrainingInterrupted
+# A training run stopped by a signal exits with 128 + its number, as shells and schedulers report such a process
+# (resume.TrainingInterrupted): Ctrl-C, and a scheduler's stop (SLURM scancel or preemption, Kubernetes, `timeout`).
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class UserError(Exception):

@@ -34,7 +34,7 @@ from .schema import ConfigError
 from .results import Evaluation, ResultsError, RunResults, collect_environment, read_results, record_evaluation, write_results, write_text_atomic
 from .tasks import get_task
 from .data import virtual_tokens_for
-from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, run_dir_of
+from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, refuse_foreign_files, run_dir_of
 from .run_lock import LOCK_FILENAME, RunLock
 
 logger = logging.getLogger("lora_ft.evaluate")
@@ -125,11 +125,13 @@ def evaluate_config(
     # One writer per run directory (run_lock.py): two `eval --config` into one output.dir cannot both create it.
     with RunLock(run_dir, command=command or f"lora-ft eval --config {cfg.source}"):
         used = [p for p in run_dir.iterdir() if p.name != LOCK_FILENAME]
+        refuse_foreign_files(run_dir)  # a user's own config.yaml or results.json is never replaced, --overwrite or not
         if used and not (overwrite or cfg.output.overwrite):
             raise RunDirectoryError(
                 f"{run_dir} is not empty (it may hold a run); choose another output.dir, or pass --overwrite to score into it"
             )
-        header = f"# lora-ft eval --config: {command}\n" if command else ""
+        # The header marks config.yaml as lora-ft's (run_dir.CONFIG_HEADERS): a later --overwrite may replace it.
+        header = f"# lora-ft eval --config: {command or cfg.source}\n"
         write_text_atomic(run_dir / CONFIG_FILE, header + cfg.to_yaml(), overwrite=True)
         results = RunResults.start(run_dir.name, cfg.to_dict(), environment=collect_environment())
         results.status = "evaluated"

@@ -34,7 +34,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -43,6 +45,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import beam_cache, console, onednn_linear
+
+logger = logging.getLogger("lora_ft.generate")
 
 NEG_INF = float("-inf")
 
@@ -110,12 +114,17 @@ def beam_search(
     results: list[list[int]] = [[] for _ in prompts]
     was_training = model.training
     model.eval()
+    start, done = time.monotonic(), 0
     try:
         with torch.inference_mode(), _cpu_linears(model, device, prepack_linears):
             for batch in tqdm(batches, desc="beam search", unit="batch", disable=not (progress and console.progress_bars())):
                 decoded = _search_batch(model, [prompts[i] for i in batch], config, pad_token_id, device, cache_keyword)
                 for i, (ids, _score) in zip(batch, decoded):
                     results[i] = ids
+                done += len(batch)
+                if progress:  # `lora-ft -v eval`: a line per batch, as `-v train` prints its steps (the bar is off in a log)
+                    rate = done / max(time.monotonic() - start, 1e-9)
+                    logger.info("beam search: %d/%d items, %.2f items/s", done, len(prompts), rate)
     finally:
         model.train(was_training)
     return results

@@ -2,9 +2,9 @@
 
 This is the ONLY module that writes result files. Every run directory holds one ``results.json`` (a
 :class:`RunResults`), rewritten in place as the run progresses (status ``training`` → ``trained`` →
-``evaluated``, or ``failed``). Other files a run produces (predictions, tables, plots, analyses) go
-through :func:`write_text_atomic`, :func:`write_json_atomic` or :func:`write_bytes_atomic`, so a
-crash never leaves a half-written file behind.
+``evaluated``, or ``failed``, or ``interrupted`` by SIGTERM / SIGINT, which ``--resume`` continues). Other files a
+run produces (predictions, tables, plots, analyses) go through :func:`write_text_atomic`,
+:func:`write_json_atomic` or :func:`write_bytes_atomic`, so a crash never leaves a half-written file behind.
 
 Several processes may update one ``results.json``: a training run (its status and epoch records) and any number of
 `lora-ft eval --run` (their evaluations), e.g. epochs 1 and 2 decoded on two GPUs while training goes on. Every update
@@ -55,8 +55,8 @@ RESULTS_LOCK_FILENAME = ".results.lock"
 RESULTS_LOCK_WAIT_S = 60.0
 RESULTS_LOCK_STALE_S = 600.0
 
-Status = Literal["training", "trained", "evaluated", "failed"]
-STATUSES: tuple[str, ...] = ("training", "trained", "evaluated", "failed")
+Status = Literal["training", "trained", "evaluated", "failed", "interrupted"]
+STATUSES: tuple[str, ...] = ("training", "trained", "evaluated", "failed", "interrupted")
 
 # Distributions whose versions make a run reproducible; "lora-ft" is this project.
 TRACKED_PACKAGES: tuple[str, ...] = (
@@ -98,8 +98,8 @@ class EpochRecord:
 
     epoch: int
     step: int
-    train_loss: float | None = None
-    validation_loss: float | None = None
+    train_loss: float | None = None  # the training objective: label smoothing included (extra["losses"] says which)
+    validation_loss: float | None = None  # plain cross-entropy, no label smoothing
     learning_rate: float | None = None
     wall_time_s: float | None = None
 
@@ -169,6 +169,13 @@ class RunResults:
             error = f"{type(error).__name__}: {error}"
         self.status = "failed"
         self.error = str(error)
+
+    def mark_interrupted(self, error: BaseException | str, *, step: int, signal: str) -> None:
+        """Set status ``interrupted`` (a signal stopped training at optimizer step ``step``; ``--resume`` continues it)
+        with the one-line message, and ``extra["interrupted"]`` = {"signal": "SIGTERM", "step": 12}."""
+        self.mark_failed(error)
+        self.status = "interrupted"
+        self.extra["interrupted"] = {"signal": signal, "step": step}
 
     # ---- (de)serialisation ------------------------------------------------------------------
 

@@ -15,11 +15,12 @@ give weights that belong to no config.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EXIT_INTERRUPTED, UserError
+from .errors import UserError
 from .results import EpochRecord, RunResults, compute_best_epoch
 
 
@@ -109,6 +110,7 @@ def continue_results(results: RunResults, progress: Progress, config: dict[str, 
         records = [e for e in results.epochs if e.epoch <= progress.epoch]
     results.epochs, results.best_epoch = records, compute_best_epoch(records)
     results.status, results.error = "training", None
+    results.extra.pop("interrupted", None)  # the interrupted attempt's record goes with its error
     if changes:
         results.config = config
         listed = {key: [old, new] for key, (old, new) in changes.items()}
@@ -116,21 +118,29 @@ def continue_results(results: RunResults, progress: Progress, config: dict[str, 
 
 
 class TrainingInterrupted(UserError):
-    """Ctrl-C: the message says where the run stopped and the command that continues it."""
+    """SIGTERM or SIGINT (Ctrl-C): the message says where the run stopped and the command that continues it; the exit
+    code is 128 + the signal's number (130, 143), as shells and schedulers report a process a signal ended."""
 
-    exit_code = EXIT_INTERRUPTED
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signal = signal.Signals(signum).name
+        self.exit_code = 128 + int(signum)
 
 
 def interrupted(command: str, resume: bool, progress: Progress | None = None, total_steps: int = 0,
-                last_checkpoint_step: int | None = None) -> TrainingInterrupted:
-    """The one-line error after Ctrl-C: where the run stopped and the command that continues it."""
+                last_checkpoint_step: int | None = None, *, signum: int = signal.SIGINT) -> TrainingInterrupted:
+    """The one-line error after a signal: where the run stopped and the command that continues it."""
+    by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"  # Ctrl-C: the user knows
     if progress is None:
         return TrainingInterrupted(
-            f"interrupted before training started; run again with: {command}{' --resume' if resume else ''}"
+            f"interrupted{by} before training started; run again with: {command}{' --resume' if resume else ''}", signum
         )
-    where = f"interrupted at step {progress.step} of {total_steps}"
+    where = f"interrupted at step {progress.step} of {total_steps}{by}"
     if last_checkpoint_step is None:
         return TrainingInterrupted(
-            f"{where}, before the first checkpoint (nothing to resume); start again with: {command} output.overwrite=true"
+            f"{where}, before the first checkpoint (nothing to resume); start again with: {command} output.overwrite=true",
+            signum,
         )
-    return TrainingInterrupted(f"{where} (last checkpoint: step {last_checkpoint_step}); resume with: {command} --resume")
+    return TrainingInterrupted(
+        f"{where} (last checkpoint: step {last_checkpoint_step}); resume with: {command} --resume", signum
+    )

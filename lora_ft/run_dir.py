@@ -3,19 +3,40 @@
 A run directory holds config.yaml (the resolved config and the command that made it), results.json (results.py),
 train.log, trained.safetensors (the final weights) and checkpoints/ (checkpoint.py), plus a lock while a command
 writes into it (run_lock.py).
+
+lora-ft replaces or removes only files it can tell it wrote, so nothing a user keeps in a run directory is lost:
+a results.json that reads as lora-ft's (its schema), a config.yaml with lora-ft's header line (or beside such a
+results.json), a trained.safetensors with lora-ft's metadata, and under checkpoints/ the files of lora-ft's names in
+folders of lora-ft's checkpoint names. A folder holding another results.json, config.yaml or trained.safetensors is
+refused (one line), and so is, with output.overwrite=true, a checkpoint folder holding another file (writing a
+checkpoint of that name would replace it). Anything else (checkpoints/mine.txt, notes.md) is left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
 
 from .checkpoint import TRAINED_FILE
 from .config import RunConfig
 from .errors import UserError
+from .results import RESULTS_FILENAME, ResultsError, read_results
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS_DIR = "checkpoints"
+# The first line of every config.yaml lora-ft writes (train.py, evaluate.py).
+CONFIG_HEADERS = ("# Resolved config of this run.", "# lora-ft eval --config")
+# checkpoint.py's folder names (a complete one, one being written, one being replaced) and the files it writes in them
+# (training_state.pt: an older lora-ft's; `.<name>.<pid>.<hex>.tmp`: atomic.py's temporary files).
+_CHECKPOINT_DIR = re.compile(r"(epoch|step)-\d+|\.partial-.+|\.replaced-.+")
+_CHECKPOINT_FILE = re.compile(
+    r"trained\.safetensors|(optimizer|scheduler|rng-\d+)\.(safetensors|json)|progress\.json|manifest\.json"
+    r"|training_state\.pt|\..+\.\d+\.[0-9a-f]{8}\.tmp"
+)
 
 
 class RunDirectoryError(UserError, RuntimeError):
@@ -29,10 +50,15 @@ def run_dir_of(cfg: RunConfig) -> Path:
 
 
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Never lose a user's checkpoints or results silently: refuse a used directory unless told what to do."""
+    """Never lose a user's checkpoints or results silently: refuse a used directory unless told what to do, and a
+    file lora-ft did not write wherever the run would replace it."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirectoryError(f"output.dir {run_dir} is a file, not a directory; name a directory for the run")
-    used = any((run_dir / name).exists() for name in ("results.json", CHECKPOINTS_DIR, TRAINED_FILE))
+    if not resume:
+        refuse_foreign_files(run_dir)
+        if overwrite:
+            own_checkpoint_files(run_dir / CHECKPOINTS_DIR)  # refuses a checkpoint folder holding a user's file
+    used = any((run_dir / name).exists() for name in (RESULTS_FILENAME, CHECKPOINTS_DIR, TRAINED_FILE))
     if resume:
         if not (run_dir / CHECKPOINTS_DIR).is_dir():
             raise RunDirectoryError(f"--resume: {run_dir} holds no checkpoints to resume from")
@@ -41,6 +67,69 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"{run_dir} already holds a run. Continue it with --resume, choose another output.dir, "
             "or pass output.overwrite=true to replace it."
         )
+
+
+def _not_ours(path: Path, why: str) -> RunDirectoryError:
+    return RunDirectoryError(
+        f"{path} was not written by lora-ft ({why}); lora-ft never replaces a file it did not write: choose another "
+        f"output.dir, or move {path.name} out of {path.parent}"
+    )
+
+
+def refuse_foreign_files(run_dir: Path) -> None:
+    """RunDirectoryError (one line) if run_dir holds a results.json, config.yaml or trained.safetensors that lora-ft did
+    not write: a new run, or output.overwrite=true, would replace it."""
+    results = run_dir / RESULTS_FILENAME
+    if results.exists():
+        try:
+            read_results(run_dir)
+        except ResultsError as exc:
+            raise _not_ours(results, str(exc).removeprefix(f"{results}: ")) from None
+    config = run_dir / CONFIG_FILE
+    if config.exists() and not results.exists():  # beside lora-ft's results.json, it is that run's config
+        try:
+            with open(config, "rb") as handle:
+                first_line = handle.read(256).decode("utf-8", errors="replace")
+        except OSError as exc:
+            raise _not_ours(config, f"unreadable: {exc.strerror}") from None
+        if not first_line.startswith(CONFIG_HEADERS):
+            raise _not_ours(config, f"it does not start with lora-ft's header, {CONFIG_HEADERS[0]!r}")
+    trained = run_dir / TRAINED_FILE
+    if trained.exists():
+        try:
+            with safe_open(str(trained), framework="pt") as f:
+                ours = (f.metadata() or {}).get("format") == "lora-ft/1"
+        except (SafetensorError, OSError):
+            ours = False
+        if not ours:
+            raise _not_ours(trained, "it holds no lora-ft metadata")
+
+
+def own_checkpoint_files(root: Path) -> list[Path]:
+    """The files lora-ft wrote under root (a run's checkpoints/): its file names in folders of its checkpoint names.
+    RunDirectoryError if such a folder holds anything else: the run would replace that folder with its checkpoint."""
+    own: list[Path] = []
+    folders = [d for d in sorted(root.iterdir()) if d.is_dir() and _CHECKPOINT_DIR.fullmatch(d.name)] if root.is_dir() else []
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if not (path.is_file() and _CHECKPOINT_FILE.fullmatch(path.name)):
+                raise _not_ours(path, f"it is not a checkpoint file, and output.overwrite=true replaces {folder}")
+            own.append(path)
+    return own
+
+
+def remove_own_files(run_dir: Path) -> None:
+    """output.overwrite=true: remove the replaced run's checkpoints, file by file (only what lora-ft wrote) and the
+    folders that leaves empty; whatever else is in the run directory stays. (Its results.json, config.yaml and
+    trained.safetensors are lora-ft's, checked by check_run_dir, and replaced by the new run.)"""
+    root = run_dir / CHECKPOINTS_DIR
+    for path in own_checkpoint_files(root):
+        path.unlink()
+    for folder in [d for d in root.iterdir() if d.is_dir() and _CHECKPOINT_DIR.fullmatch(d.name)] if root.is_dir() else []:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    with contextlib.suppress(OSError):  # only if nothing of the user's is left in it
+        root.rmdir()
 
 
 _RUN_LOG = "lora_ft-run-log"  # the name of the file handler a run adds, so that the next run can find and close it

@@ -19,6 +19,7 @@ import math
 import os
 import resource
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,9 @@ from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
 from .loss import completion_loss, completion_loss_per_example, completion_positions
 from .packing import packing_for
 from .models.loading import load_tokenizer
-from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, check_run_dir, close_run_log, open_run_log, run_dir_of
+from .run_dir import (
+    CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, check_run_dir, close_run_log, open_run_log, remove_own_files, run_dir_of,
+)
 from .atomic import DiskFullError, disk_full_error
 from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
@@ -46,12 +49,30 @@ from .optim import build_optimizer, describe_optimizer
 from .tasks import get_task
 from .trackers import resolve_trackers, start_trackers
 from .divergence import NonFiniteWatch, TrainingDivergedError, check_trained_weights_finite, diverged_advice, gradient_norm
-from .resume import Progress, check_resume_config, continue_results, interrupted
+from .resume import Progress, TrainingInterrupted, check_resume_config, continue_results, interrupted
 from .stop_points import stop_point
+from .stop_signals import StopRequest, stop_signals
 from .schema import ConfigError
 
 logger = logging.getLogger("lora_ft.train")
 
+
+
+def loss_names(label_smoothing: float) -> tuple[str, str]:
+    """How logs name the two losses: the training loss is the objective, label smoothing included; the validation
+    loss is plain cross-entropy. With smoothing they differ even on the same data (SmolLM2 on SAMSum: 5.03 vs 2.52)."""
+    if not label_smoothing:
+        return "train loss", "validation loss"
+    return f"train loss (label smoothing {label_smoothing:g})", "validation loss (no label smoothing)"
+
+
+def loss_descriptions(label_smoothing: float) -> dict[str, str]:
+    """What results.json's train_loss and validation_loss are (its extra["losses"])."""
+    smoothing = f"with label smoothing {label_smoothing:g}" if label_smoothing else "no label smoothing"
+    return {
+        "train_loss": f"token-mean cross-entropy of the training batches, {smoothing} (the training objective)",
+        "validation_loss": "token-mean cross-entropy of the validation split, no label smoothing",
+    }
 
 
 def _peak_memory_bytes(device: torch.device) -> int:
@@ -63,10 +84,12 @@ def _peak_memory_bytes(device: torch.device) -> int:
 class Trainer:
     """setup -> run (epochs, validation, checkpoints) -> finish; one object per `lora-ft train` call."""
 
-    def __init__(self, cfg: RunConfig, *, resume: bool = False, command: str | None = None):
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, command: str | None = None,
+                 stop: StopRequest | None = None):
         self.cfg = cfg
         self.run_dir = run_dir_of(cfg)
         self.resume = resume
+        self.stop = stop or StopRequest()  # SIGTERM / SIGINT (stop_signals.py): checked between optimizer steps
         self.command = command or "lora-ft train --config " + cfg.source
         # One writer per run directory, taken before anything reads or writes it (main process only: run_lock.py).
         self.run_lock = hold_run_lock(self.run_dir, self.command)
@@ -125,7 +148,7 @@ class Trainer:
             )
         if self.accelerator.is_main_process:
             if not resume and self.run_dir.exists() and cfg.output.overwrite:
-                shutil.rmtree(self.run_dir / CHECKPOINTS_DIR, ignore_errors=True)
+                remove_own_files(self.run_dir)  # the replaced run's checkpoints; a user's files stay (run_dir.py)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
         open_run_log(self.run_dir, self.accelerator.is_main_process)
@@ -183,6 +206,7 @@ class Trainer:
         self.results.extra.update(
             num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command,
             optimizer=describe_optimizer(cfg.training), batches=self.packing.describe(),
+            losses=loss_descriptions(cfg.training.label_smoothing),
         )
         if self.search is not None:
             self.results.extra["search"] = self.search
@@ -308,6 +332,12 @@ class Trainer:
             loader = acc.skip_first_batches(loader, p.batches_in_epoch)
         window_tokens = torch.zeros((), dtype=torch.long, device=acc.device)  # this process's, for tokens/s
         window_start = time.time()
+        with self.stop.deferring(acc.num_processes == 1):  # a signal waits for the step's end (stop_signals.py)
+            self._train_batches(loader, window_tokens, window_start)
+        self.stop.check()  # a signal during the epoch's last batch fetch: stop before the validation pass
+
+    def _train_batches(self, loader, window_tokens: torch.Tensor, window_start: float) -> None:
+        acc, t, p = self.accelerator, self.cfg.training, self.progress
         for batch in loader:
             loss_sum, tokens = self._training_step(batch)
             self._pending_loss += loss_sum
@@ -324,13 +354,14 @@ class Trainer:
                 loss, lr = float(loss_sum / tokens), self.scheduler.get_last_lr()[0]
                 rate = int(acc.gather(window_tokens).sum()) / max(time.time() - window_start, 1e-9)
                 self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
-                logger.info("step %d loss %.4f lr %.3e tokens/s %.0f", p.step, loss, lr, rate)
+                logger.info("step %d %s %.4f lr %.3e tokens/s %.0f", p.step, loss_names(t.label_smoothing)[0], loss, lr, rate)
                 acc.log({"train/loss": loss, "train/lr": lr, "train/tokens_per_s": rate}, step=p.step)
                 window_tokens.zero_()
                 window_start = time.time()
             if t.checkpoint_every_steps and p.step % t.checkpoint_every_steps == 0:
                 self._checkpoint(f"step-{p.step}")
                 stop_point("after-step-checkpoint", p.step)
+            self.stop.check()  # after the step and its checkpoint: where a later issue can checkpoint before stopping
             if p.step >= self.total_steps:
                 break
 
@@ -352,7 +383,8 @@ class Trainer:
             learning_rate=self.scheduler.get_last_lr()[0], wall_time_s=self._elapsed(),
         )
         p.epoch_records.append(dataclasses.asdict(record))
-        logger.info("epoch %d: train loss %.4f, validation loss %.4f", epoch, record.train_loss, val)
+        train_name, validation_name = loss_names(self.cfg.training.label_smoothing)
+        logger.info("epoch %d: %s %.4f, %s %.4f", epoch, train_name, record.train_loss, validation_name, val)
         acc.log({"valid/loss": val}, step=p.step)
         self._checkpoint(f"epoch-{epoch}")
         stop_point("after-epoch-checkpoint", epoch)
@@ -407,30 +439,37 @@ class Trainer:
 def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -> Path:
     """Train one run; on failure results.json says why (status 'failed') and the error propagates.
 
-    Ctrl-C becomes TrainingInterrupted (one line with the resume command, exit code 130 from the CLI)."""
+    SIGTERM and SIGINT (Ctrl-C) become TrainingInterrupted: results.json says status 'interrupted' with the step
+    reached, the run lock is released, and the CLI prints one line with the resume command and exits with 128 + the
+    signal's number (143, 130); see stop_signals.py."""
     command = command or " ".join(["lora-ft", *sys.argv[1:]])
     command = command.replace(" --resume", "")  # the messages add it where it applies
     trainer = None
-    try:
-        trainer = Trainer(cfg, resume=resume, command=command)
-        return trainer.run()
-    except BaseException as exc:
-        error = exc
-        if isinstance(exc, KeyboardInterrupt):
-            error = interrupted(command, resume) if trainer is None else interrupted(
-                command, resume, trainer.progress, trainer.total_steps, trainer.last_checkpoint_step
-            )
-        elif trainer is not None:
-            # A full disk (checkpoints, weights) is the user's to fix: one line, not torch's C++ message.
-            error = disk_full_error(trainer.run_dir, exc) or exc
-        if trainer is not None and trainer.accelerator.is_main_process:
-            trainer.results.mark_failed(error)
-            with contextlib.suppress(DiskFullError):  # on a full disk, the failure cannot be recorded either
-                write_results(trainer.run_dir, trainer.results)
-        if error is not exc:
-            raise error from None
-        raise
-    finally:
-        if trainer is not None:
-            trainer.close()
-        close_run_log()
+    with stop_signals() as stop:
+        try:
+            trainer = Trainer(cfg, resume=resume, command=command, stop=stop)
+            return trainer.run()
+        except BaseException as exc:
+            error = exc
+            if isinstance(exc, KeyboardInterrupt):  # a signal (stop_signals.Interrupted) or a bare Ctrl-C
+                signum = getattr(exc, "signum", signal.SIGINT)
+                error = interrupted(command, resume, signum=signum) if trainer is None else interrupted(
+                    command, resume, trainer.progress, trainer.total_steps, trainer.last_checkpoint_step, signum=signum
+                )
+            elif trainer is not None:
+                # A full disk (checkpoints, weights) is the user's to fix: one line, not torch's C++ message.
+                error = disk_full_error(trainer.run_dir, exc) or exc
+            if trainer is not None and trainer.accelerator.is_main_process:
+                if isinstance(error, TrainingInterrupted):
+                    trainer.results.mark_interrupted(error, step=trainer.progress.step, signal=error.signal)
+                else:
+                    trainer.results.mark_failed(error)
+                with contextlib.suppress(DiskFullError):  # on a full disk, the failure cannot be recorded either
+                    write_results(trainer.run_dir, trainer.results)
+            if error is not exc:
+                raise error from None
+            raise
+        finally:
+            if trainer is not None:
+                trainer.close()
+            close_run_log()

@@ -144,7 +144,8 @@ def test_ctrl_c_is_one_line_with_the_resume_command_and_the_resume_clears_it(tmp
     resume_command = f"lora-ft train --config {config_path} --resume"
     assert f"interrupted at step 3 of 8 (last checkpoint: step 2); resume with: {resume_command}" in err
     results = read_results(tmp_path / "run")
-    assert results.status == "failed" and results.error.startswith("TrainingInterrupted: interrupted at step 3")
+    assert results.status == "interrupted" and results.error.startswith("TrainingInterrupted: interrupted at step 3")
+    assert results.extra["interrupted"] == {"signal": "SIGINT", "step": 3}
 
     monkeypatch.delenv(ENV_VAR)
     assert cli.main(resume_command.split()[1:]) == 0

@@ -239,7 +239,7 @@ def test_the_lock_is_released_when_a_run_fails_or_is_refused(tmp_path, monkeypat
     monkeypatch.setattr(Trainer, "_training_step", interrupted)
     with pytest.raises(TrainingInterrupted):  # Ctrl-C, reported as one line (resume.py)
         train(cfg)
-    assert read_results(run_dir).status == "failed"
+    assert read_results(run_dir).status == "interrupted"
     assert not (run_dir / LOCK_FILENAME).exists()
     with pytest.raises(RunDirectoryError, match="already holds a run"):  # refused inside Trainer.__init__
         train(cfg)

@@ -211,6 +211,8 @@ def score_cell(group: ConfigGroup | None, column: MetricColumn, *, epoch: str = 
             continue
         if run.results.status == "training":
             cell.problems.append(f"{run.seed_label}: still training (score so far)")
+        elif run.results.status == "interrupted":  # an epoch checkpoint's score; --resume finishes the run
+            cell.problems.append(f"{run.seed_label}: interrupted before the end of training (score so far)")
         cell.scores.append(SeedScore(run.run_dir, run.seed_label, value, evaluation.epoch, evaluation.split))
     return cell
 

@@ -104,7 +104,7 @@ def _seeds_text(row: Row, layout: str) -> str:
     def seeds(task: str) -> str:
         if task in row.not_applicable:
             return "n/a"
-        return str(len(row.groups[task].runs)) if task in row.groups else "-"
+        return str(len(row.groups[task].runs_by_seed())) if task in row.groups else "-"  # seeds, not runs
 
     return seeds(row.first.task) if layout == "table3" else " / ".join(seeds(t) for t in TASKS_TABLE4)
 
@@ -151,8 +151,24 @@ def _footnotes(rows: list[Row], ctx: TableContext) -> list[str]:
             f"Paper numbers are {GPT3_LABEL}'s; these runs used {', '.join(models) or 'other models'} "
             f"(a different model). The paper's fluctuation: {fluct}."
         )
+    notes.extend(_shared_seed_notes(rows))
     for item in ctx.skipped:
         notes.append(f"Left out: {_shown(item.path)}: {item.reason}")
+    return notes
+
+
+def _shared_seed_notes(rows: list[Row]) -> list[str]:
+    """One note per seed that several runs of one row share (a copied run directory, a rerun): the Seeds column counts
+    that seed once, and the note names the runs so that the reader can see what the mean and ± are made of."""
+    notes = []
+    for row in rows:
+        for task, group in row.groups.items():
+            where = row.label if len(row.groups) <= 1 else f"{row.label}, {TASK_LABELS.get(task, task)}"
+            for seed, runs in group.runs_by_seed().items():
+                if len(runs) > 1:
+                    paths = ", ".join(str(_shown(r.run_dir)) for r in runs)
+                    notes.append(f"{where}: runs {paths} share {seed}: the Seeds column counts it once; the mean and ± "
+                                 "include each run")
     return notes
 
 

@@ -31,11 +31,13 @@ class LoadedRun:
         return str((self.results.config.get("task") or {}).get("name", "")).lower()
 
     @property
-    def seed_label(self) -> str:
+    def seed(self) -> Any:
         seed = self.results.seed
-        if seed is None:
-            seed = (self.results.config.get("training") or {}).get("seed")
-        return f"seed {seed}" if seed is not None else self.run_dir.name
+        return seed if seed is not None else (self.results.config.get("training") or {}).get("seed")
+
+    @property
+    def seed_label(self) -> str:
+        return f"seed {self.seed}" if self.seed is not None else self.run_dir.name
 
 
 @dataclass
@@ -130,6 +132,15 @@ class ConfigGroup:
     @property
     def method(self) -> dict[str, Any]:
         return dict(self.identity.get("method") or {})
+
+    def runs_by_seed(self) -> dict[str, list[LoadedRun]]:
+        """The runs of each distinct seed, by seed label: two copies of one seed are one seed, not two (a run without
+        a recorded seed counts as a seed of its own)."""
+        by_seed: dict[str, list[LoadedRun]] = {}
+        for run in self.runs:
+            key = run.seed_label if run.seed is not None else f"run {run.run_dir}"
+            by_seed.setdefault(key, []).append(run)
+        return by_seed
 
     def trainable_counts(self) -> list[int]:
         return sorted({r.results.parameters.trainable for r in self.runs if r.results.parameters is not None})

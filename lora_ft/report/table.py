@@ -6,6 +6,8 @@ The rules, in the order a reader needs them:
   the ``output`` section are the seeds of one row; runs of different configs never share a row (rows
   with the same label get the differing config keys appended). Table 4 rows are "model + method +
   size": a row holds one configuration per task (WikiSQL, MNLI, SAMSum).
+- Seeds: the number of distinct ``training.seed`` values of a row's runs; runs that share a seed (a copied run
+  directory, a rerun) count once there, and a note under the table names them (their scores are all in the mean).
 - Trainable parameters are the counts MEASURED by the runs (``results.json``), never the paper's.
 - Scores: results.json stores the paper's units (BLEU 70.4; NIST and CIDEr as they are), as `lora-ft eval`
   prints them; tables, CSV and JSON carry the same units.
