@@ -115,3 +115,14 @@ def format_memory(m: dict) -> str:
             f"  batch x length = {m['assumptions']['tokens_per_step']:,} tokens per step; logits are an upper bound "
             f"(every position a completion token); "
             f"{'gradient checkpointing' if m['assumptions']['gradient_checkpointing'] else 'no gradient checkpointing'}")
+
+
+def peak_memory_bytes(device) -> int:
+    """The process's peak memory so far (a torch.device's): the GPU's allocations on CUDA, else the resident set size."""
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB

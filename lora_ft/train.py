@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import math
 import os
-import resource
 import shutil
 import signal
 import sys
@@ -36,7 +35,7 @@ from .build import adapted_model, enable_gradient_checkpointing, parameter_repor
 from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
 from .config import RunConfig
 from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
-from .loss import completion_loss, completion_loss_per_example, completion_positions
+from .loss import completion_loss, completion_loss_per_example, completion_positions, loss_descriptions, loss_names
 from .packing import packing_for
 from .models.loading import load_tokenizer
 from .run_dir import (
@@ -46,6 +45,8 @@ from .atomic import DiskFullError, disk_full_error
 from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
 from .optim import build_optimizer, describe_optimizer
+from .memory import peak_memory_bytes
+from .report.selection import search_record
 from .tasks import get_task
 from .trackers import resolve_trackers, start_trackers
 from .divergence import NonFiniteWatch, TrainingDivergedError, check_trained_weights_finite, diverged_advice, gradient_norm
@@ -55,30 +56,6 @@ from .stop_signals import StopRequest, stop_signals
 from .schema import ConfigError
 
 logger = logging.getLogger("lora_ft.train")
-
-
-
-def loss_names(label_smoothing: float) -> tuple[str, str]:
-    """How logs name the two losses: the training loss is the objective, label smoothing included; the validation
-    loss is plain cross-entropy. With smoothing they differ even on the same data (SmolLM2 on SAMSum: 5.03 vs 2.52)."""
-    if not label_smoothing:
-        return "train loss", "validation loss"
-    return f"train loss (label smoothing {label_smoothing:g})", "validation loss (no label smoothing)"
-
-
-def loss_descriptions(label_smoothing: float) -> dict[str, str]:
-    """What results.json's train_loss and validation_loss are (its extra["losses"])."""
-    smoothing = f"with label smoothing {label_smoothing:g}" if label_smoothing else "no label smoothing"
-    return {
-        "train_loss": f"token-mean cross-entropy of the training batches, {smoothing} (the training objective)",
-        "validation_loss": "token-mean cross-entropy of the validation split, no label smoothing",
-    }
-
-
-def _peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
 class Trainer:
@@ -122,11 +99,7 @@ class Trainer:
         self.task = get_task(cfg.task)
         self.task.check_source(("train", "validation", cfg.decoding.split))
         self.task.check_split_roles(cfg.decoding.split)
-        self.search = None
-        if cfg.training.selected_by:  # how the swept setting was chosen, checked against this config, kept with the run
-            from .report.selection import check_selected
-
-            self.search = check_selected(cfg.to_dict(), cfg.training.selected_by)
+        self.search = search_record(cfg.to_dict())  # training.selected_by: how a swept setting was chosen, checked
         self.log_with = resolve_trackers(cfg.training.report_to) or None  # a missing tracker package fails here
 
     def _start_accelerator(self, cfg: RunConfig, resume: bool) -> None:
@@ -325,7 +298,7 @@ class Trainer:
         return self.finish(time.time() - self._session_start)
 
     def _train_epoch(self, epoch: int) -> None:
-        acc, t, p = self.accelerator, self.cfg.training, self.progress
+        acc, p = self.accelerator, self.progress
         self.train_loader.set_epoch(epoch)  # data order is a function of (seed, epoch): resumable
         loader = self.train_loader
         if p.batches_in_epoch:
@@ -424,7 +397,7 @@ class Trainer:
             stop_point("after-final-weights")
             self.results.status = "trained"
             self.results.wall_time_s = (self.results.wall_time_s or 0.0) + seconds
-            peak = _peak_memory_bytes(acc.device)
+            peak = peak_memory_bytes(acc.device)
             self.results.peak_memory_bytes = max(peak, self.results.peak_memory_bytes or 0)
             write_results(self.run_dir, self.results)
             logger.info("trained in %.1f s; weights in %s", seconds, self.run_dir / TRAINED_FILE)

@@ -134,6 +134,12 @@ def read_selection(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def search_record(config: dict[str, Any]) -> dict[str, Any] | None:
+    """What results.json keeps of the search that chose a run's setting (None without training.selected_by)."""
+    path = config.get("training", {}).get("selected_by")
+    return check_selected(config, path) if path else None
+
+
 def check_selected(config: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """The search record for a run whose config names `path` in training.selected_by: its chosen values must be the
     config's (a rate typed by hand that differs from the search's choice is refused, not recorded as searched)."""
