@@ -401,11 +401,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "peft", o
         raise ExportError(f"{run_dir} has no {RUN_CONFIG_FILE}: is it a lora-ft run directory?")
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ExportError(f"export target {out_dir} exists and is not a directory")
-    cfg = load_config(run_dir / RUN_CONFIG_FILE)
-    check_format(build_method(cfg.method.name, cfg.method.config), fmt)  # from the config alone: before any work
-    results = read_results(run_dir) if results_path(run_dir).is_file() else None
     # One writer per output folder: a second export into it is refused (and leaves it alone) while this one writes.
     with RunLock(out_dir, command=f"lora-ft export --run {run_dir} --out {out_dir} --format {fmt}"):
+        cfg = load_config(run_dir / RUN_CONFIG_FILE)
+        check_format(build_method(cfg.method.name, cfg.method.config), fmt)  # from the config alone: before any weights
+        results = read_results(run_dir) if results_path(run_dir).is_file() else None
         check_finite_weights(run_dir)  # never ship a diverged (NaN) model
         check_target(out_dir, overwrite)  # fail before loading any weights
         built = rebuilt_model(cfg, trained_in=run_dir, recorded=results.extra.get(RANDOM_BASE_KEY) if results else None)
