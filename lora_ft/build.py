@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .config import RunConfig
+from .errors import UserError
 from .methods import build_method, count_parameters
 from .methods.base import Method
 from .models import Architecture, architecture_for
 from .models.loading import build_model, load_model, load_model_config
+
+logger = logging.getLogger("lora_ft.build")
+
+# results.json `extra` key (and the lora-ft export's record) of `random_base_fingerprint` of a random_init run.
+RANDOM_BASE_KEY = "random_base_sha256"
+
+
+class RebuildError(UserError):
+    """A run's model cannot be rebuilt as it was trained (a random_init base drawn differently)."""
 
 
 @dataclass
@@ -53,6 +66,60 @@ def adapted_model(cfg: RunConfig, *, weights: str = "pretrained") -> AdaptedMode
             method.initialise(tokenizer.encode(init_text, add_special_tokens=False),
                               filler=tokenizer.encode("\n", add_special_tokens=False))
     return AdaptedModel(model, method, arch)
+
+
+def seeded_adapted_model(cfg: RunConfig) -> AdaptedModel:
+    """`adapted_model` with torch's generator seeded from training.seed first: how training builds its model and how
+    eval and export rebuild it (`rebuilt_model`), so that a random_init base, which exists nowhere but in this draw, and
+    the method's random initial values are the same in all three."""
+    torch.manual_seed(cfg.training.seed)
+    return adapted_model(cfg)
+
+
+def seeded_base_model(cfg: RunConfig) -> nn.Module:
+    """The base model alone, as `seeded_adapted_model` draws it (loading the base is adapted_model's first draw);
+    the caller's RNG state is kept."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.training.seed)
+        return load_model(cfg.model)
+
+
+def random_base_fingerprint(model: nn.Module) -> str:
+    """sha256 over the name, shape and first 4096 values of every tensor training leaves as it is: tells whether a
+    rebuilt random_init base is the one a run trained on. The first values suffice (another draw changes every value)
+    and cost nothing even for a 7B-shaped model."""
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name in trained:
+            continue
+        head = tensor.detach().reshape(-1)[:4096].cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(head.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def rebuilt_model(cfg: RunConfig, *, trained_in: str | Path | None = None, recorded: str | None = None) -> AdaptedModel:
+    """eval and export: the run's model as training built it, before trained tensors are loaded; the caller's RNG
+    state is kept. `trained_in`: where the trained tensors that will be loaded come from (None: the model stays
+    untrained). For a random_init run, `recorded` is the fingerprint of the base that training drew (results.json): a
+    base drawn differently here (another torch or transformers) is refused in one line, since the trained tensors
+    would then sit on weights they never saw; without one (runs trained before it was recorded) it is rebuilt
+    unchecked."""
+    with torch.random.fork_rng(devices=[]):
+        adapted = seeded_adapted_model(cfg)
+    if cfg.model.random_init and trained_in is not None:
+        if recorded is None:
+            logger.warning("%s: its random base weights (model.random_init) are drawn again from training.seed %d as "
+                           "training draws them, unchecked (the run predates the recorded fingerprint)", trained_in,
+                           cfg.training.seed)
+        elif random_base_fingerprint(adapted.model) != recorded:
+            raise RebuildError(
+                f"{trained_in} was trained on random weights (model.random_init) that this installation does not draw "
+                f"again from training.seed {cfg.training.seed} (another torch or transformers version?); evaluate or "
+                "export it with the versions it was trained with (results.json: environment)"
+            )
+    return adapted
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:

@@ -237,12 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="with help: only this method's keys")
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("export", help="write a trained run as a peft adapter or a merged transformers model")
+    p = sub.add_parser("export", help="write a trained run as a peft adapter, a merged transformers model, or in lora-ft's format")
     p.add_argument("--run", required=True, help="trained run directory")
-    p.add_argument("--out", required=True, help="directory to write (refused if it exists, unless --overwrite)")
-    p.add_argument("--format", choices=["peft", "merged"], default="peft",
-                   help="peft: adapter for PeftModel.from_pretrained (LoRA runs); merged: full transformers model")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--out", required=True, help="directory to write (refused if it holds anything, unless --overwrite)")
+    p.add_argument("--format", choices=["peft", "merged", "lora-ft"], default="peft",
+                   help="peft: adapter for AutoPeftModelForCausalLM (LoRA runs); merged: full transformers model (LoRA, "
+                   "BitFit, FT, FT^Top); lora-ft: trained tensors + run config, loaded by lora_ft.export.load_export "
+                   "(every method)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier lora-ft export in --out (of any format); a folder holding other files is refused")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("table", help="the paper's Table 3 / Table 4 from run directories")

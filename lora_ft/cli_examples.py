@@ -28,8 +28,9 @@ EXAMPLES = {
   lora-ft config show configs/e2e_gpt2m_r4.yaml method.name=bitfit  # switch method: LoRA's keys are dropped
   lora-ft config help --method lora                                # every key, type, default and help""",
     "export": """
-  lora-ft export --run runs/e2e_gpt2m_r4 --out export/peft                    # for PeftModel.from_pretrained
-  lora-ft export --run runs/e2e_gpt2m_r4 --out export/merged --format merged  # plain transformers model""",
+  lora-ft export --run runs/e2e_gpt2m_r4 --out export/peft                    # for AutoPeftModelForCausalLM
+  lora-ft export --run runs/e2e_gpt2m_r4 --out export/merged --format merged  # plain transformers model
+  lora-ft export --run runs/e2e_gpt2m_adapter_h_11m --out export/h --format lora-ft  # any method; loads with lora-ft""",
     "table": """
   lora-ft table --runs runs/                                   # Table 3 / 4 as markdown
   lora-ft table --runs runs/ --format latex --out table3.tex

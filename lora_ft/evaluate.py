@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from .build import adapted_model
+from .build import RANDOM_BASE_KEY, rebuilt_model, seeded_base_model
 from .checkpoint import TRAINED_FILE, load_trained
 from .divergence import check_finite_weights
 from .config import RunConfig, load_config
 from .data import VirtualTokens, encode_prompt
 from .generate import BeamSearchConfig, beam_search, decode_completion
-from .models.loading import load_model, load_tokenizer
+from .models.loading import load_tokenizer
 from .schema import ConfigError
 from .results import Evaluation, ResultsError, RunResults, collect_environment, read_results, record_evaluation, write_results, write_text_atomic
 from .tasks import get_task
@@ -180,13 +180,14 @@ def evaluate_run(
 
     evaluations = []
     for epoch in chosen:
+        # Built as training built it (seeded): a random_init base is drawn again, the same every time.
         if epoch == 0 and not untrained:
-            model, virtual = load_model(cfg.model), VirtualTokens()
+            model, virtual = seeded_base_model(cfg), VirtualTokens()
         elif epoch == 0:
-            adapted = adapted_model(cfg)
+            adapted = rebuilt_model(cfg)
             model, virtual = adapted.model, virtual_tokens_for(adapted.method, adapted.model)
         else:
-            adapted = adapted_model(cfg)
+            adapted = rebuilt_model(cfg, trained_in=run_dir, recorded=results.extra.get(RANDOM_BASE_KEY))
             model = adapted.model
             load_trained(model, weights_dir(run_dir, epoch))
             if adapted.method.mergeable:

@@ -31,7 +31,10 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import console
-from .build import adapted_model, enable_gradient_checkpointing, parameter_report, preflight
+from .build import (
+    RANDOM_BASE_KEY, enable_gradient_checkpointing, parameter_report, preflight, random_base_fingerprint,
+    seeded_adapted_model,
+)
 from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
 from .config import RunConfig
 from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
@@ -129,8 +132,12 @@ class Trainer:
     def _build_model_and_data(self, cfg: RunConfig) -> None:
         t = cfg.training
         self.tokenizer = load_tokenizer(cfg.model)
-        adapted = adapted_model(cfg)
+        # Seeds torch again, to the value set_seed gave it (loading the tokenizer draws nothing): eval and export
+        # rebuild the model through this same function, so a random_init base is the one trained here.
+        adapted = seeded_adapted_model(cfg)
         self.model, self.method = adapted.model, adapted.method
+        # What eval and export check their rebuilt random base against (results.json).
+        self.random_base = random_base_fingerprint(self.model) if cfg.model.random_init else None
         if t.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
         self.packing = packing_for(self.model, t.packing)  # batches packed without padding where exact (packing.py)
@@ -176,6 +183,8 @@ class Trainer:
         else:
             self.results = RunResults.start(self.run_dir.name, cfg.to_dict(), environment=collect_environment())
             self.results.parameters = ParameterCounts(**self.report)
+        if self.random_base is not None:  # a resumed run keeps the fingerprint of the weights it started on
+            self.results.extra.setdefault(RANDOM_BASE_KEY, self.random_base)
         self.results.extra.update(
             num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command,
             optimizer=describe_optimizer(cfg.training), batches=self.packing.describe(),

@@ -91,7 +91,7 @@ def test_peft_export_patterns_for_mixed_ranks(tiny, tmp_path):
 @pytest.mark.parametrize("method_name", ["adapter_h", "prelayer", "bitfit", "ft"])
 def test_peft_export_is_for_lora_only(tiny, method_name, tmp_path):
     model, method, arch = tiny.adapt("gpt2", method_name)
-    with pytest.raises(ExportError, match="peft export is for LoRA"):
+    with pytest.raises(ExportError, match="cannot be exported as 'peft'"):
         export_peft(model, method, arch, tmp_path)
 
 
@@ -152,8 +152,10 @@ def test_export_never_overwrites_a_non_empty_directory(tiny, tmp_path):
         export_merged(model, method, arch, None, tmp_path)
     with pytest.raises(ExportError, match="not empty"):
         export_peft(model, method, arch, tmp_path)
-    export_peft(model, method, arch, tmp_path, overwrite=True)
-    assert (tmp_path / "adapter_config.json").is_file() and (tmp_path / "notes.txt").read_text() == "keep me"
+    # --overwrite replaces only what lora-ft wrote: a file of the user's is never deleted, nor written beside
+    with pytest.raises(ExportError, match="notes.txt"):
+        export_peft(model, method, arch, tmp_path, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "keep me"
 
 
 # ---------------------------------------------------------------------------------------------------------- from a run

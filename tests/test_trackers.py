@@ -52,7 +52,7 @@ def test_a_missing_tracker_package_is_one_line_naming_the_extra_before_any_model
     def no_model_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the tracker check")
 
-    monkeypatch.setattr("lora_ft.train.adapted_model", no_model_load)
+    monkeypatch.setattr("lora_ft.build.adapted_model", no_model_load)
     cfg = config_from_dict(tiny_run_config(tmp_path / "run", report_to=["tensorboard", "wandb"]))
     with pytest.raises(ConfigError) as info:
         Trainer(cfg)
