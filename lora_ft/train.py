@@ -47,7 +47,7 @@ from .run_dir import (
 from .atomic import DiskFullError, disk_full_error
 from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
-from .optim import build_optimizer, describe_optimizer
+from .optim import build_optimizer, describe_optimizer, warmup_steps
 from .memory import peak_memory_bytes
 from .report.selection import search_record
 from .tasks import get_task
@@ -161,12 +161,7 @@ class Trainer:
         optimizer = build_optimizer(params, t)
         steps_per_epoch = math.ceil(len(self.train_loader) / t.gradient_accumulation_steps)
         self.total_steps = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
-        warmup = t.warmup_steps
-        if t.warmup_tokens is not None:  # tokens per step estimated from this data set's mean example length
-            mean_length = sum(len(example["input_ids"]) for example in self.train_set) / max(len(self.train_set), 1)
-            tokens_per_step = t.batch_size * t.gradient_accumulation_steps * mean_length
-            warmup = math.ceil(t.warmup_tokens / tokens_per_step)
-        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, self.total_steps)
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(t, self.train_set), self.total_steps)
         (self.model, self.optimizer, self.train_loader, self.valid_loader, self.scheduler) = self.accelerator.prepare(
             self.model, optimizer, self.train_loader, self.valid_loader, scheduler
         )
@@ -188,10 +183,8 @@ class Trainer:
         self.results.extra.update(
             num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command,
             optimizer=describe_optimizer(cfg.training), batches=self.packing.describe(),
-            losses=loss_descriptions(cfg.training.label_smoothing),
+            losses=loss_descriptions(cfg.training.label_smoothing), **({"search": self.search} if self.search else {}),
         )
-        if self.search is not None:
-            self.results.extra["search"] = self.search
         if self.log_with:
             start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict())
 
