@@ -329,7 +329,7 @@ def read_results(run_dir: str | os.PathLike[str]) -> RunResults:
     if not path.is_file():
         raise ResultsError(f"{path}: no results file (is {run_dir} a lora-ft run directory? has the run started?)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a file saved by an editor with a byte-order mark
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ResultsError(f"{path}: not valid JSON ({exc}); the file is corrupt") from exc
     try:

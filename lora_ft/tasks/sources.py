@@ -28,7 +28,7 @@ def read_tsv(path: Path):
     import datasets
 
     # The csv module with QUOTE_NONE splits on tabs only, as GLUE's own readers do (csv.reader(..., quotechar=None)).
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:  # -sig: no byte-order mark in the first column name
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if not header:
