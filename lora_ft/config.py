@@ -433,7 +433,7 @@ def check_config(cfg: RunConfig) -> None:
     """Checks that need more than one field but no weights and no torch: the task's name, that the tokenizer's folder
     holds one, and, when the model's config.json can be read (shipped shapes, a local folder, the GGUF alias),
     `model.config_overrides` and the method against that model (BitFit on a bias-free model, LoRA layers beyond the
-    last block). Raises ConfigError or ModelLoadError (both UserErrors) naming the key; `config validate`, `params`
+    last block), and task.max_length against its positions. Raises ConfigError or ModelLoadError (both UserErrors) naming the key; `config validate`, `params`
     and `train` all run it, in milliseconds."""
     from .models import architecture_for_type, quick_model_config
     from .models.loading_paths import ModelLoadError, tokenizer_source_problem
@@ -456,5 +456,24 @@ def check_config(cfg: RunConfig) -> None:
         model_config = {**model_config, **overrides}
         check_shape(arch, model_config, overrides)
         cfg.method.config.check_architecture(arch, model_config)
+        check_positions(cfg, model_config)
     except ConfigError as exc:
         raise ConfigError(f"{cfg.source}: {exc}") from None
+
+
+def check_positions(cfg: RunConfig, model_config) -> None:
+    """task.max_length and decoding.max_new_tokens against the model's positions (GPT-2: 1,024; `model_config` a
+    transformers config or its config.json mapping): a longer sequence has no position embedding, and torch would stop
+    with an IndexError deep inside the forward pass after the weights had loaded."""
+    from .models.architecture import max_positions
+
+    positions = max_positions(model_config)
+    if positions is None:
+        return
+    model = cfg.model.name_or_path
+    require(cfg.task.max_length <= positions,
+            f"task.max_length {cfg.task.max_length} is more than the {positions} positions of the model {model}: "
+            f"no example can be that long; set task.max_length={positions} or less")
+    require(cfg.decoding.max_new_tokens < positions,
+            f"decoding.max_new_tokens {cfg.decoding.max_new_tokens} leaves no room for a prompt in the {positions} "
+            f"positions of the model {model}; set decoding.max_new_tokens below {positions}")

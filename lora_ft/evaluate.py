@@ -28,6 +28,7 @@ from .checkpoint import TRAINED_FILE, load_trained
 from .divergence import check_finite_weights
 from .config import RunConfig, load_config
 from .data import VirtualTokens, encode_prompt
+from .models.architecture import max_positions
 from .generate import BeamSearchConfig, beam_search, decode_completion
 from .models.loading import load_tokenizer
 from .schema import ConfigError
@@ -70,6 +71,34 @@ def write_predictions(run_dir: Path, name: str, predictions: list[str], items) -
     write_text_atomic(run_dir / f"{name}.txt", text, overwrite=True)
     records = [json.dumps({"prediction": p, "references": list(i.references)}) for p, i in zip(predictions, items)]
     write_text_atomic(run_dir / f"{name}.jsonl", "\n".join(records) + "\n", overwrite=True)
+
+
+def prompts_within_positions(tokenizer, task, items, virtual: VirtualTokens, model_config, max_new_tokens: int) -> list[list[int]]:
+    """The items' prompts, each cut to fit the model's positions beside decoding.max_new_tokens: a longer one loses the
+    start of its context, keeping the end that leads into the completion (a long SAMSum dialogue keeps its last turns),
+    with one warning for all of them. Refusing instead would leave no way to score the split."""
+    prompts = [encode_prompt(tokenizer, i.context, separator_eos=task.separator_eos, virtual=virtual) for i in items]
+    positions = max_positions(model_config)
+    if positions is None:
+        return prompts
+    room = positions - max_new_tokens
+    fixed = len(encode_prompt(tokenizer, "", separator_eos=task.separator_eos, virtual=virtual))
+    if room <= fixed:
+        raise ConfigError(
+            f"decoding.max_new_tokens {max_new_tokens} leaves {max(room, 0)} of the model's {positions} positions for "
+            f"a prompt, which needs more than {fixed}; lower decoding.max_new_tokens"
+        )
+    long = [n for n, prompt in enumerate(prompts) if len(prompt) > room]
+    if long:
+        logger.warning(
+            "%d of %d prompts do not fit in the model's %d positions beside decoding.max_new_tokens %d (the longest has "
+            "%d tokens): each was cut from the start of its context to %d tokens, keeping the end", len(long),
+            len(prompts), positions, max_new_tokens, max(len(prompts[n]) for n in long), room,
+        )
+        for n in long:
+            prompts[n] = encode_prompt(tokenizer, items[n].context, separator_eos=task.separator_eos, virtual=virtual,
+                                       max_tokens=room)
+    return prompts
 
 
 def references_text(task, items) -> str:
@@ -194,7 +223,7 @@ def evaluate_run(
                 adapted.method.merge(model)  # zero-latency inference: W = W0 + (alpha/r) B A
             virtual = virtual_tokens_for(adapted.method, model)
         model.to(device).eval()
-        prompts = [encode_prompt(tokenizer, i.context, separator_eos=task.separator_eos, virtual=virtual) for i in items]
+        prompts = prompts_within_positions(tokenizer, task, items, virtual, model.config, cfg.decoding.max_new_tokens)
         beam = BeamSearchConfig(
             num_beams=cfg.decoding.num_beams,
             length_penalty=cfg.decoding.length_penalty,

@@ -36,7 +36,7 @@ from .build import (
     seeded_adapted_model,
 )
 from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
-from .config import RunConfig
+from .config import RunConfig, check_positions
 from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
 from .loss import completion_loss, completion_loss_per_example, completion_positions, loss_descriptions, loss_names
 from .packing import packing_for
@@ -98,7 +98,7 @@ class Trainer:
         """A bad config, data path, tracker or resume fails here, in well under a second, before any model loads."""
         check_run_dir(self.run_dir, resume=resume, overwrite=cfg.output.overwrite)
         self.resume_changes = check_resume_config(self.run_dir / CONFIG_FILE, cfg.to_dict()) if resume else {}
-        preflight(cfg)
+        check_positions(cfg, preflight(cfg))  # also for hub and GGUF models, which `config validate` cannot read
         self.task = get_task(cfg.task)
         self.task.check_source(("train", "validation", cfg.decoding.split))
         self.task.check_split_roles(cfg.decoding.split)
