@@ -84,6 +84,38 @@ def disk_full_error(path: str | os.PathLike[str], exc: BaseException, *, kept: b
     return None
 
 
+class NotWritableError(UserError):
+    """A folder lora-ft must write into is on a read-only file system, or not the user's to write."""
+
+
+_NOT_WRITABLE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def check_writable(path: str | os.PathLike[str], what: str, fix: str) -> None:
+    """Refuse at once, in one line, an output folder that cannot be written (a read-only mount, another user's folder),
+    before any model loads or decodes: `what` names the setting (output.dir, --out), `fix` says what to do.
+
+    `path` need not exist: its nearest existing folder is tried by creating and removing a hidden empty file, since
+    permission bits say nothing of a read-only mount or of root. Other failures pass: the writes report them later."""
+    folder = Path(path)
+    while not folder.is_dir():
+        if folder.exists() or folder.parent == folder:
+            return  # a file in the way, or no folder at all: the command's own checks word it
+        folder = folder.parent
+    probe = _temporary_path(folder / ".lora-ft-write-check")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        if exc.errno in _NOT_WRITABLE_ERRNOS:
+            where = "" if folder == Path(path) else f" ({folder} is)"
+            raise NotWritableError(
+                f"{what} {path} is not writable{where}: {os.strerror(exc.errno).lower()}; {fix}"
+            ) from None
+        return
+    os.close(fd)
+    os.unlink(probe)
+
+
 @contextmanager
 def disk_full_is_user_error(path: str | os.PathLike[str]) -> Iterator[None]:
     """Turn a full disk or quota inside the block into a :class:`DiskFullError` naming ``path``: for writers that are

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import check_writable
 from .build import RANDOM_BASE_KEY, rebuilt_model, seeded_base_model
 from .checkpoint import TRAINED_FILE, load_trained
 from .divergence import check_finite_weights
@@ -151,6 +152,7 @@ def evaluate_config(
     run_dir = run_dir_of(cfg)
     split = split or cfg.decoding.split
     get_task(cfg.task).check_source((split,))  # before anything is written or loaded
+    check_writable(run_dir, "output.dir", "choose another output.dir, or make that folder writable")
     # One writer per run directory (run_lock.py): two `eval --config` into one output.dir cannot both create it.
     with RunLock(run_dir, command=command or f"lora-ft eval --config {cfg.source}"):
         used = [p for p in run_dir.iterdir() if p.name != LOCK_FILENAME]
@@ -183,6 +185,8 @@ def evaluate_run(
     applied but not trained (also epoch 0). `meteor=False` skips METEOR (it needs Java) for tasks that report it (E2E)."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
+    check_writable(run_dir, "the run directory", "eval writes its predictions and scores there: copy the run to a "
+                   "folder you can write to, or make it writable")  # before a decoding whose output would be lost
     split = split or cfg.decoding.split
     task = get_task(cfg.task)
     task.check_source((split,))

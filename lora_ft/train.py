@@ -44,7 +44,7 @@ from .models.loading import load_tokenizer
 from .run_dir import (
     CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, check_run_dir, close_run_log, open_run_log, remove_own_files, run_dir_of,
 )
-from .atomic import DiskFullError, disk_full_error
+from .atomic import DiskFullError, check_writable, disk_full_error
 from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
 from .optim import build_optimizer, describe_optimizer
@@ -71,6 +71,7 @@ class Trainer:
         self.resume = resume
         self.stop = stop or StopRequest()  # SIGTERM / SIGINT (stop_signals.py): checked between optimizer steps
         self.command = command or "lora-ft train --config " + cfg.source
+        check_writable(self.run_dir, "output.dir", "choose another output.dir, or make that folder writable")
         # One writer per run directory, taken before anything reads or writes it (main process only: run_lock.py).
         self.run_lock = hold_run_lock(self.run_dir, self.command)
         try:
