@@ -179,6 +179,8 @@ class TrainingConfig:
                 f"training.checkpoint_every_steps must be >= 1, or null for epoch checkpoints only; "
                 f"got {self.checkpoint_every_steps}")
         require(self.num_workers >= 0, f"training.num_workers must be >= 0, got {self.num_workers}")
+        # numpy's generator (seeded with the others by accelerate.set_seed) takes 0 .. 2**32 - 1 only.
+        require(0 <= self.seed <= 2**32 - 1, f"training.seed must be in 0..4294967295, got {self.seed}")
 
 
 @dataclass
