@@ -24,6 +24,7 @@ import os
 import secrets
 import shutil
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator
 
@@ -78,10 +79,24 @@ def disk_full_error(path: str | os.PathLike[str], exc: BaseException, *, kept: b
             continue
         return DiskFullError(
             f"could not write {path}: {reason} ({_free_space(path)} free there). Free some space and run the command "
-            "again (a training run continues from its last checkpoint with --resume)"
-            + (f"; the previous {path.name}, if any, is kept" if kept else "")
+            f"again ({_ADVICE.get()})" + (f"; the previous {path.name}, if any, is kept" if kept else "")
         )
     return None
+
+
+# What running the command again does, in the message above; a command whose rerun is not training's says its own.
+_ADVICE: ContextVar[str] = ContextVar("disk_full_advice", default="a training run continues from its last checkpoint with --resume")
+
+
+@contextmanager
+def disk_full_advice(text: str) -> Iterator[None]:
+    """Inside the block (or the decorated function), a full disk's message ends with `text` instead of training's
+    --resume advice."""
+    token = _ADVICE.set(text)
+    try:
+        yield
+    finally:
+        _ADVICE.reset(token)
 
 
 class NotWritableError(UserError):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import check_writable
+from .atomic import check_writable, disk_full_advice
 from .build import RANDOM_BASE_KEY, rebuilt_model, seeded_base_model
 from .checkpoint import TRAINED_FILE, load_trained
 from .divergence import check_finite_weights
@@ -140,6 +140,11 @@ def resolve_epochs(run_dir: Path, which: str) -> list[int | None]:
     return [int(which)]
 
 
+# A full disk's advice for eval (no --resume: that is training's).
+EVAL_DISK_FULL_ADVICE = "eval decodes again from the start; the run's weights and the scores recorded so far are kept"
+
+
+@disk_full_advice(EVAL_DISK_FULL_ADVICE)
 def evaluate_config(
     cfg: RunConfig, *, base: bool = False, split: str | None = None, overwrite: bool = False, command: str | None = None,
     meteor: bool = True,
@@ -170,6 +175,7 @@ def evaluate_config(
         return run_dir, evaluate_run(run_dir, split=split, base=base, untrained=not base, meteor=meteor)
 
 
+@disk_full_advice(EVAL_DISK_FULL_ADVICE)
 def evaluate_run(
     run_dir: str | Path,
     *,
