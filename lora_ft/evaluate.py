@@ -36,7 +36,7 @@ from .schema import ConfigError
 from .results import Evaluation, ResultsError, RunResults, collect_environment, read_results, record_evaluation, write_results, write_text_atomic
 from .tasks import get_task
 from .data import virtual_tokens_for
-from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, refuse_foreign_files, run_dir_of
+from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, folder_contents, refuse_foreign_files, run_dir_of
 from .run_lock import LOCK_FILENAME, RunLock
 
 logger = logging.getLogger("lora_ft.evaluate")
@@ -164,7 +164,8 @@ def evaluate_config(
         refuse_foreign_files(run_dir)  # a user's own config.yaml or results.json is never replaced, --overwrite or not
         if used and not (overwrite or cfg.output.overwrite):
             raise RunDirectoryError(
-                f"{run_dir} is not empty (it may hold a run); choose another output.dir, or pass --overwrite to score into it"
+                f"{run_dir} is not empty: it holds {folder_contents(run_dir)}; choose another output.dir, or pass "
+                "--overwrite to score into it"
             )
         # The header marks config.yaml as lora-ft's (run_dir.CONFIG_HEADERS): a later --overwrite may replace it.
         header = f"# lora-ft eval --config: {command or cfg.source}\n"

@@ -427,18 +427,19 @@ def test_item15c_eval_disk_full_advice_does_not_mention_resume(capsys, tmp_path,
 
 
 def test_item15d_refusals_say_what_a_foreign_folder_holds(capsys, tiny_yaml, tmp_path):
-    """A results.json or config.yaml that lora-ft did not write is no run: the refusal names the files instead."""
+    """Files lora-ft did not write are no run: the refusal names them instead of "already holds a run" / "it may hold
+    a run". (A foreign results.json or config.yaml is refused as such since issue 17 item 11; other files are named.)"""
     foreign = tmp_path / "theirs"
     foreign.mkdir()
     (foreign / "results.json").write_text('{"accuracy": 0.9}\n')
     line = assert_user_error(capsys, ["train", "--config", tiny_yaml, f"output.dir={foreign}"], "results.json",
-                             "not a lora-ft run", "output.overwrite=true")
+                             "not written by lora-ft")
     assert "already holds a run" not in line and "--resume" not in line
     other = tmp_path / "theirs-too"
     other.mkdir()
-    (other / "config.yaml").write_text("lr: 0.1\n")
-    line = assert_user_error(capsys, ["eval", "--config", tiny_yaml, f"output.dir={other}", "--base"], "config.yaml",
-                             "not a lora-ft run", "--overwrite")
+    (other / "notes.txt").write_text("mine\n")
+    line = assert_user_error(capsys, ["eval", "--config", tiny_yaml, f"output.dir={other}", "--base"], "notes.txt",
+                             "no lora-ft run", "--overwrite")
     assert "may hold a run" not in line
 
 
