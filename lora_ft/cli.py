@@ -109,8 +109,10 @@ def cmd_config(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from .atomic import check_writable
     from .export import export_run
 
+    check_writable(args.out, "export --out", "choose another --out, or make that folder writable")
     out = export_run(args.run, args.out, fmt=args.format, overwrite=args.overwrite)
     print(f"exported ({args.format}): {out}")
     return 0
@@ -123,6 +125,9 @@ def cmd_table(args) -> int:
             raise UserError(f"table --out {out} is a directory; give a file path, e.g. {out / 'table.md'}")
         if out.exists() and not args.overwrite:
             raise UserError(f"table --out {out} already exists; choose another file, or pass --overwrite to replace it")
+        from .atomic import check_writable
+
+        check_writable(out.parent, "table --out", f"choose another --out than {out}, or make that folder writable")
     from .report.table import build_table
 
     text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch,
@@ -152,6 +157,9 @@ def _check_out_dir(command: str, out: str) -> None:
     """An output folder that exists as a file is refused before any work (mkdir would fail after it)."""
     if Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"{command} --out {out} is a file; --out names a folder (it is created if missing)")
+    from .atomic import check_writable
+
+    check_writable(out, f"{command} --out", "choose another --out, or make that folder writable")
 
 
 def cmd_plot(args) -> int:
