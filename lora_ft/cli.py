@@ -20,12 +20,11 @@ from .schema import ConfigError
 
 
 def _load(args):
-    from .config import check_config, load_config
-    from .tasks import get_task
+    from .config import load_config
+    from .config_checks import check_config
 
     cfg = load_config(args.config, args.overrides)
     check_config(cfg)
-    get_task(cfg.task).check_split_roles(cfg.decoding.split)  # no data read: file names and slices only
     return cfg
 
 

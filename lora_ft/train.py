@@ -31,12 +31,11 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import console
-from .build import (
-    RANDOM_BASE_KEY, enable_gradient_checkpointing, parameter_report, preflight, random_base_fingerprint,
-    seeded_adapted_model,
-)
+from .build import RANDOM_BASE_KEY, enable_gradient_checkpointing, parameter_report, preflight, random_base_fingerprint
+from .build import seeded_adapted_model
 from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
-from .config import RunConfig, check_positions
+from .config import RunConfig
+from .config_checks import check_positions
 from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
 from .loss import completion_loss, completion_loss_per_example, completion_positions, loss_descriptions, loss_names
 from .packing import packing_for

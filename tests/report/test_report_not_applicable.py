@@ -38,7 +38,8 @@ def test_short_reason_is_the_head_clause():
 
 def test_the_bitfit_refusal_has_that_short_reason():
     """The message the CLI writes into the tsv, from the real check: its head clause is the cell's text."""
-    from lora_ft.config import check_config, config_from_dict
+    from lora_ft.config import config_from_dict
+    from lora_ft.config_checks import check_config
     from lora_ft.schema import ConfigError
 
     cfg = config_from_dict({"model": SMOLLM2, "task": {"name": "mnli"}, "method": {"name": "bitfit"}}, "b.yaml")
