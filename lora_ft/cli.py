@@ -250,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["auto", "table3", "table4"], default="auto",
                    help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), auto: from the runs' tasks")
     p.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown", help="output format")
-    p.add_argument("--epoch", choices=["best", "last"], default="best", help="each seed's best epoch (paper) or last")
+    p.add_argument("--epoch", choices=["best", "last", "best-validation"], default="best",
+                   help="each seed's epoch: best test score (the paper's rule), last, or lowest validation loss "
+                   "(best-validation: chosen on the selection split)")
     p.add_argument("--compare-with", choices=["gpt2-medium", "gpt2-large"],
                    help="set E2E runs of another model beside this GPT-2 model's Table 3 rows (marked: a different model)")
     p.add_argument("--out", help="write to this file instead of printing")
