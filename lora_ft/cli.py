@@ -123,10 +123,15 @@ def cmd_table(args) -> int:
             raise UserError(f"table --out {out} is a directory; give a file path, e.g. {out / 'table.md'}")
         if out.exists() and not args.overwrite:
             raise UserError(f"table --out {out} already exists; choose another file, or pass --overwrite to replace it")
-    from .report.table import build_table
+    if args.searches:
+        from .report.searches import search_table
 
-    text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch,
-                       compare_with=args.compare_with)
+        text = search_table([Path(d) for d in args.searches], fmt=args.format)
+    else:
+        from .report.table import build_table
+
+        text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch,
+                           compare_with=args.compare_with)
     if args.out:
         from .results import write_text_atomic
 
@@ -246,7 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("table", help="the paper's Table 3 / Table 4 from run directories")
-    p.add_argument("--runs", nargs="+", required=True, help="run directories, or folders holding them")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--runs", nargs="+", help="run directories, or folders holding them")
+    given.add_argument("--searches", nargs="+", metavar="DIR",
+                       help="instead: every selection.json (lora-ft sweep --select) under DIR as one table of "
+                       "search x value -> score on the selection split, the choice in bold (markdown or json)")
     p.add_argument("--layout", choices=["auto", "table3", "table4"], default="auto",
                    help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), auto: from the runs' tasks")
     p.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown", help="output format")
@@ -269,10 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "validation_loss (lowest) or validation:METRIC (highest, after `eval --split validation`)")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("plot", help="Figure 2 (score vs trainable parameters) and the rank sweep, PNG + SVG")
-    p.add_argument("--runs", nargs="+", required=True, help="run directories, or folders holding them")
+    p = sub.add_parser("plot", help="Figure 2 (score vs trainable parameters), the rank sweep, the searches, PNG + SVG")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="run directories, or folders holding them (--kind search: folders holding selection.json)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--kind", choices=["figure2", "rank", "all"], default="all", help="which figure(s) to draw")
+    p.add_argument("--kind", choices=["figure2", "rank", "search", "all"], default="all",
+                   help="which figure(s) to draw; search: the learning-rate searches (not part of all)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("analyze", help="Section 7: subspace similarity and amplification of two LoRA runs")

@@ -22,7 +22,9 @@ from lora_ft.report.paper_numbers import GPT2_MODELS, TABLE3, TABLE4, TABLE18_RA
 from lora_ft.report.cells import COLUMNS, PRIMARY_METRIC, TASK_LABELS, score_cell
 from lora_ft.report.intervals import cell_interval
 from lora_ft.report.not_applicable import read_not_applicable
+from lora_ft.report.learning_rates import RATE_KEY, criterion_text, format_rate
 from lora_ft.report.runs import ConfigGroup, ReportError, group_runs, load_runs
+from lora_ft.report.searches import Search, find_searches
 from lora_ft.results import write_bytes_atomic
 
 FORMATS = ("png", "svg")
@@ -242,18 +244,62 @@ def plot_rank_sweep(
     return save_figure(figure, out, overwrite=overwrite)
 
 
-PLOT_KINDS = ("figure2", "rank", "all")
+def plot_searches(paths: Sequence[str | Path], out: str | Path, *, overwrite: bool = True) -> list[Path]:
+    """The criterion vs the learning rate (log x), one line per search and one panel per task and criterion, the
+    chosen rate circled. Searches whose grid varies more than the rate are named under the panels, not drawn."""
+    Figure = _figure_class()
+    searches = find_searches(paths)
+    drawn = [s for s in searches if s.rate_only]
+    if not drawn:
+        raise ReportError(f"no search under {', '.join(str(p) for p in paths)} varies the learning rate alone "
+                          f"({RATE_KEY}); `lora-ft table --searches` shows any grid")
+    panels: dict[tuple[str, str], list[Search]] = {}
+    for search in drawn:
+        panels.setdefault((search.task, search.record["criterion"]), []).append(search)
+    figure = Figure(figsize=(5.5 * len(panels), 4.2))
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, ((task, criterion), members) in zip(axes, panels.items(), strict=True):
+        for index, search in enumerate(members):
+            points = sorted((c["values"][RATE_KEY], c["score"]) for c in search.record["candidates"]
+                            if c.get("score") is not None)
+            failed = [format_rate(c["values"][RATE_KEY]) for c in search.record["candidates"] if c.get("score") is None]
+            label = search.label + (f" (failed: {', '.join(failed)})" if failed else "")
+            color = f"C{index % 10}"
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=color, label=label)
+            chosen = search.record["chosen"]
+            ax.scatter([chosen["values"][RATE_KEY]], [chosen["score"]], s=160, facecolors="none", edgecolors=color,
+                       linewidths=2, zorder=3)
+        ax.set_xscale("log")
+        rates = sorted({c["values"][RATE_KEY] for s in members for c in s.record["candidates"]})
+        ax.minorticks_off()  # the grid's own rates as ticks: log-scale minor labels overlapped them
+        ax.set_xticks(rates)
+        ax.set_xticklabels([format_rate(r) for r in rates])
+        ax.set_xlabel("Learning rate (log scale)")
+        ax.set_ylabel(criterion_text(criterion))
+        ax.set_title(f"{TASK_LABELS.get(task, task or '?')}: {criterion_text(criterion)} vs learning rate")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1)
+    skipped = [s.name for s in searches if not s.rate_only]
+    title = "Learning-rate searches on the selection split (circled: the rate chosen)"
+    figure.suptitle(title + (f"; not drawn (grid over other keys): {', '.join(skipped)}" if skipped else ""), fontsize=10)
+    return save_figure(figure, out, overwrite=overwrite)
+
+
+PLOT_KINDS = ("figure2", "rank", "search", "all")
 
 
 def plot_command(run_dirs: Sequence[str | Path], out_dir: str | Path, *, kind: str = "all") -> list[Path]:
-    """``lora-ft plot``: ``<out_dir>/figure2.{png,svg}`` and/or ``<out_dir>/rank_sweep.{png,svg}``.
+    """``lora-ft plot``: ``<out_dir>/figure2.{png,svg}`` and/or ``<out_dir>/rank_sweep.{png,svg}``; with
+    ``kind="search"``, ``<out_dir>/search.{png,svg}`` from the selection.json files under ``run_dirs``.
 
-    With ``kind="all"`` the rank plot is left out (not an error) when the runs hold no scored E2E LoRA runs.
-    Returns the files written.
+    With ``kind="all"`` the rank plot is left out (not an error) when the runs hold no scored E2E LoRA runs; "all" does
+    not draw the search (its folders are not the final runs). Returns the files written.
     """
     if kind not in PLOT_KINDS:
         raise ReportError(f"kind={kind!r}: expected one of {', '.join(PLOT_KINDS)}")
     out_dir = Path(out_dir)
+    if kind == "search":
+        return plot_searches(run_dirs, out_dir / "search")
     paths: list[Path] = []
     if kind in ("figure2", "all"):
         paths += plot_params_vs_score(run_dirs, out_dir / "figure2")
