@@ -50,7 +50,8 @@ def group_text(group: ConfigGroup) -> str:
     """"2e-3, searched: 4 rates 2e-4..6e-3 by validation loss", "5e-4, not searched", or "-" (nothing was trained)."""
     if group.untrained is not None or not group.runs:
         return "-"
-    rate = format_rate((group.identity.get("training") or {}).get("learning_rate"))
+    rate = (group.identity.get("training") or {}).get("learning_rate")
+    rate = "lr ?" if rate is None else format_rate(rate)  # a hand-made config may not name it
     found = searches(group)
     if not found:
         return f"{rate}, not searched"
