@@ -127,10 +127,15 @@ def cmd_table(args) -> int:
         from .atomic import check_writable
 
         check_writable(out.parent, "table --out", f"choose another --out than {out}, or make that folder writable")
-    from .report.table import build_table
+    if args.searches:
+        from .report.searches import search_table
 
-    text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch,
-                       compare_with=args.compare_with)
+        text = search_table([Path(d) for d in args.searches], fmt=args.format)
+    else:
+        from .report.table import build_table
+
+        text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch,
+                           compare_with=args.compare_with)
     if args.out:
         from .results import write_text_atomic
 
@@ -256,11 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("table", help="the paper's Table 3 / Table 4 from run directories")
-    p.add_argument("--runs", nargs="+", required=True, help="run directories, or folders holding them")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--runs", nargs="+", help="run directories, or folders holding them")
+    given.add_argument("--searches", nargs="+", metavar="DIR",
+                       help="instead: every selection.json (lora-ft sweep --select) under DIR as one table of "
+                       "search x value -> score on the selection split, the choice in bold (markdown or json)")
     p.add_argument("--layout", choices=["auto", "table3", "table4"], default="auto",
                    help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), auto: from the runs' tasks")
     p.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown", help="output format")
-    p.add_argument("--epoch", choices=["best", "last"], default="best", help="each seed's best epoch (paper) or last")
+    p.add_argument("--epoch", choices=["best", "last", "best-validation"], default="best",
+                   help="each seed's epoch: best test score (the paper's rule), last, or lowest validation loss "
+                   "(best-validation: chosen on the selection split)")
     p.add_argument("--compare-with", choices=["gpt2-medium", "gpt2-large"],
                    help="set E2E runs of another model beside this GPT-2 model's Table 3 rows (marked: a different model)")
     p.add_argument("--out", help="write to this file instead of printing")
@@ -277,10 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "validation_loss (lowest) or validation:METRIC (highest, after `eval --split validation`)")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("plot", help="Figure 2 (score vs trainable parameters) and the rank sweep, PNG + SVG")
-    p.add_argument("--runs", nargs="+", required=True, help="run directories, or folders holding them")
+    p = sub.add_parser("plot", help="Figure 2 (score vs trainable parameters), the rank sweep, the searches, PNG + SVG")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="run directories, or folders holding them (--kind search: folders holding selection.json)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--kind", choices=["figure2", "rank", "all"], default="all", help="which figure(s) to draw")
+    p.add_argument("--kind", choices=["figure2", "rank", "search", "all"], default="all",
+                   help="which figure(s) to draw; search: the learning-rate searches (not part of all)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("analyze", help="Section 7: subspace similarity and amplification of two LoRA runs")
