@@ -136,8 +136,13 @@ if [ "$SEARCH" = 1 ]; then
                     | awk '{ p = /lora/ ? 0 : /_ft/ ? 1 : /pre/ ? 2 : 3; print p "\t" $0 }' | sort | cut -f2); do
       name="$(basename "$config" .yaml)"
       search_dir="$OUT/search/table$t/$name"
+      # done: chosen inside its grid, or at its edge after the sweep's own extensions (selection.py); edge: chosen at
+      # the edge by a search made before grids were extended: its sweep runs again and extends the grid.
       state=new
-      [ -f "$search_dir/selection.json" ] && state=done
+      if [ -f "$search_dir/selection.json" ]; then
+        state="$("$PY" -c 'import json, sys; r = json.load(open(sys.argv[1]))
+print("edge" if r["at_edge_of_grid"] and "extended_by" not in r else "done")' "$search_dir/selection.json")"
+      fi
       echo "$state $(printf '%*s' $((6 - ${#state})) '')$name: lora-ft sweep --config $config --select validation_loss"
       [ "$DRY_RUN" = 1 ] && { "${LORA_FT[@]}" sweep --config "$config" --dry-run | sed 's/^/    /'; continue; }
       [ "$state" = done ] && continue

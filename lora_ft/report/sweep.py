@@ -243,6 +243,26 @@ def _finished(output_dir: str) -> str | None:
     return status if status in ("trained", "evaluated") else None
 
 
+def train_runs(config_path: str | Path, runs: Sequence[SweepRun], overrides: Sequence[str] = (), *,
+               accelerate: bool = False) -> list[str]:
+    """Train `runs` one after another (a finished one is skipped); the names of those that failed."""
+    # sys.executable rather than the `lora-ft` script: the same environment, whether or not it is on PATH.
+    prefix = [sys.executable, "-m", "lora_ft"]
+    if accelerate:
+        prefix = [sys.executable, "-m", "accelerate.commands.launch", "-m", "lora_ft"]
+    failed: list[str] = []
+    for index, run in enumerate(runs, start=1):
+        done = _finished(run.output_dir)
+        if done is not None:
+            print(f"[{index}/{len(runs)}] {run.name}: already {done} in {run.output_dir}, skipped", flush=True)
+            continue
+        argv = [*prefix, *_train_args(config_path, run, overrides)]
+        print(f"[{index}/{len(runs)}] {run.name}: {shlex.join(argv)}", flush=True)
+        if subprocess.call(argv) != 0:
+            failed.append(run.name)
+    return failed
+
+
 def run_sweep_command(
     config_path: str | Path,
     overrides: Sequence[str] = (),
@@ -262,20 +282,7 @@ def run_sweep_command(
     if print_commands:
         print("\n".join(launch_commands(config_path, runs, accelerate, overrides)))
         return 0
-    # sys.executable rather than the `lora-ft` script: the same environment, whether or not it is on PATH.
-    prefix = [sys.executable, "-m", "lora_ft"]
-    if accelerate:
-        prefix = [sys.executable, "-m", "accelerate.commands.launch", "-m", "lora_ft"]
-    failed: list[str] = []
-    for index, run in enumerate(runs, start=1):
-        done = _finished(run.output_dir)
-        if done is not None:
-            print(f"[{index}/{len(runs)}] {run.name}: already {done} in {run.output_dir}, skipped", flush=True)
-            continue
-        argv = [*prefix, *_train_args(config_path, run, overrides)]
-        print(f"[{index}/{len(runs)}] {run.name}: {shlex.join(argv)}", flush=True)
-        if subprocess.call(argv) != 0:
-            failed.append(run.name)
+    failed = train_runs(config_path, runs, overrides, accelerate=accelerate)
     print(f"sweep: {len(runs) - len(failed)} of {len(runs)} runs trained or already finished"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     print("next: `lora-ft eval --run DIR --epochs all` for each run, then `lora-ft table --runs "
