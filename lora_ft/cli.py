@@ -86,6 +86,8 @@ def cmd_params(args) -> int:
     else:
         print(f"trainable {report['trainable']:,}  total {report['total']:,}  "
               f"({100 * report['trainable'] / report['total']:.4f}% trainable)")
+        if "trainable_by_peft" in report:  # checked equal when the method applied
+            print(f"  peft's own count (get_nb_trainable_parameters): {report['trainable_by_peft']:,} trainable")
         for kind, n in report["by_kind"].items():
             print(f"  {n:>14,}  {kind}")
         print(format_memory(memory))

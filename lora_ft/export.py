@@ -65,8 +65,8 @@ class ExportError(UserError, ValueError):
 
 def formats_for(method: Method) -> tuple[str, ...]:
     """The export formats that hold what `method` trained."""
-    if method.name == "lora":
-        return FORMATS
+    if method.name in ("lora", "peft"):  # peft: save_pretrained; merged where peft can merge the type
+        return FORMATS if method.mergeable else ("peft", "lora-ft")
     if method.mergeable:  # BitFit, FT, FT^Top: the trained tensors are the model's own
         return ("merged", "lora-ft")
     return ("lora-ft",)
@@ -92,6 +92,7 @@ def check_format(method: Method, fmt: str) -> None:
     else:
         why = ("its virtual tokens are inputs the base model does not have, which cannot be merged into its weights"
                if prefix else "its adapter layers add computation, which cannot be merged into the base weights")
+        why = "peft cannot merge this type into the base weights" if method.name == "peft" and not prefix else why
     raise ExportError(f"{method.label} cannot be exported as '{fmt}': {why}; formats for {method.label}: "
                       f"{', '.join(formats)} (lora-ft: the trained tensors and run config, which lora-ft loads)")
 
@@ -263,6 +264,11 @@ def export_peft(
     from peft import get_peft_model
 
     check_format(method, "peft")
+    if method.name == "peft":  # peft's own method: its own save_pretrained
+        check_target(out_dir, overwrite)
+        card = card or model_card(method, "peft", base_model)
+        return _write_export(out_dir, overwrite, "peft", lambda folder: (
+            method.save_adapter(str(folder), base_model), card.save(folder / "README.md")))
     layers = lora_layers(model)
     if not layers:
         raise ExportError("the model holds no LoRA layers: apply the LoRA method before a peft export")
@@ -313,7 +319,9 @@ def export_merged(
     check_format(method, "merged")
     check_target(out_dir, overwrite)
     layers = lora_layers(model)
-    if layers:
+    if method.name == "peft":
+        plain = method.merged_copy()  # merge_and_unload on a copy
+    elif layers:
         # Copy only the weights the merge changes; merge there and drop the wrappers. `model` stays as it was.
         plain = _shared_copy(model, own={id(layer.base_layer.weight) for layer in layers.values()})
         for layer in lora_layers(plain).values():
