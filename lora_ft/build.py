@@ -85,6 +85,12 @@ def seeded_base_model(cfg: RunConfig) -> nn.Module:
         return load_model(cfg.model)
 
 
+def base_fingerprint(cfg: RunConfig) -> str:
+    """`random_base_fingerprint` of the base model alone, frozen, as `seeded_base_model` draws it: what a peft export
+    of a random_init run records, and what `eval --adapter` checks it against (scored_model.py)."""
+    return random_base_fingerprint(seeded_base_model(cfg).requires_grad_(False))
+
+
 def random_base_fingerprint(model: nn.Module) -> str:
     """sha256 over the name, shape and first 4096 values of every tensor training leaves as it is: tells whether a
     rebuilt random_init base is the one a run trained on. The first values suffice (another draw changes every value)

@@ -48,11 +48,14 @@ def cmd_eval(args) -> int:
         from .evaluate import evaluate_config
 
         command = "lora-ft eval --config " + " ".join([args.config, *args.overrides]) + (" --base" if args.base else "")
+        command += f" --adapter {args.adapter}" if args.adapter else ""
         run_dir, evaluations = evaluate_config(cfg, base=args.base, split=args.split, overwrite=args.overwrite,
-                                               command=command, meteor=not args.no_meteor)
+                                               command=command, meteor=not args.no_meteor, adapter=args.adapter)
         for ev in evaluations:
             print(json.dumps(ev.scores) if args.json else f"{run_dir}: {ev.split} epoch 0: " + _format_scores(ev.scores))
         return 0
+    if args.adapter:
+        raise ConfigError("eval --adapter DIR scores a peft adapter folder on a config's base model: give --config FILE")
     if args.run:
         from .evaluate import evaluate_run
 
@@ -215,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="score without training: the config's model (with --base) or its method untrained, "
                    "in a new run directory output.dir")
     p.add_argument("overrides", nargs="*", help="with --config: section.key=value overrides")
+    p.add_argument("--adapter", help="with --config: score this peft adapter folder (save_pretrained's, a user's or "
+                   "`lora-ft export`'s) on the config's base model, recorded with its provenance; a merged model "
+                   "folder: model.name_or_path=DIR --base")
     p.add_argument("--overwrite", action="store_true", help="with --config: score into a used output.dir")
     p.add_argument("--split", help="validation | test (default: decoding.split)")
     p.add_argument("--epochs", default="last", type=epochs_choice,

@@ -252,9 +252,10 @@ def _number(x: float) -> int | float:
 
 def export_peft(
     model: nn.Module, method: Method, arch: Architecture, out_dir: str | Path, *, overwrite: bool = False,
-    base_model: str | None = None, card=None,
+    base_model: str | None = None, card=None, record: dict | None = None,
 ) -> Path:
-    """Write the LoRA layers of `model` as a peft adapter in `out_dir`; returns the directory.
+    """Write the LoRA layers of `model` as a peft adapter in `out_dir`; returns the directory. `record`: more for the
+    folder's manifest (a random_init run's base fingerprint, which `eval --adapter` checks).
 
     `base_model`: the name its adapter_config.json gives the base (what the user configured; None: peft's guess, the
     model's own path). Load it with `AutoPeftModelForCausalLM.from_pretrained(out_dir)`, or
@@ -268,7 +269,7 @@ def export_peft(
         check_target(out_dir, overwrite)
         card = card or model_card(method, "peft", base_model)
         return _write_export(out_dir, overwrite, "peft", lambda folder: (
-            method.save_adapter(str(folder), base_model), card.save(folder / "README.md")))
+            method.save_adapter(str(folder), base_model), card.save(folder / "README.md")), record)
     layers = lora_layers(model)
     if not layers:
         raise ExportError("the model holds no LoRA layers: apply the LoRA method before a peft export")
@@ -301,7 +302,7 @@ def export_peft(
                 p.requires_grad_(flags[id(p)])
         card.save(folder / "README.md")  # replaces peft's, whose base_model is the model's own (cache) path
 
-    return _write_export(out_dir, overwrite, "peft", write)
+    return _write_export(out_dir, overwrite, "peft", write, record)
 
 
 # -------------------------------------------------------------------------------------------------------------- merged
@@ -423,8 +424,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "peft", o
         # else could load.
         base = None if cfg.model.random_init else os.path.expanduser(cfg.model.name_or_path)
         card = model_card(built.method, fmt, base, cfg, results)
-        if fmt == "peft":
-            return export_peft(built.model, built.method, built.arch, out_dir, overwrite=overwrite, base_model=base, card=card)
+        if fmt == "peft":  # a random base has no name: its fingerprint lets `eval --adapter` check it
+            from .build import base_fingerprint
+
+            record = {RANDOM_BASE_KEY: base_fingerprint(cfg)} if cfg.model.random_init else None
+            return export_peft(built.model, built.method, built.arch, out_dir, overwrite=overwrite, base_model=base,
+                               card=card, record=record)
         if fmt == "merged":
             tokenizer = load_tokenizer(cfg.model)
             return export_merged(built.model, built.method, built.arch, tokenizer, out_dir, overwrite=overwrite,

@@ -28,12 +28,10 @@ from ..models import Architecture
 from ..schema import ConfigError
 from .base import Method, NeedsWeights, count_parameters, freeze
 from .configs import PeftMethodConfig
-from .peft_types import PROMPT_TYPES, build_peft_config, peft_label_parts
+from .peft_types import PROMPT_TYPES, build_peft_config, peft_label_parts, settings_of
 
 logger = logging.getLogger("lora_ft.methods.peft")
 
-# adapter_config.json keys that are not the method's settings
-_NOT_SETTINGS = ("base_model_name_or_path", "revision", "inference_mode", "task_type", "auto_mapping", "peft_version")
 # Tuners whose update peft cannot fold into the base weights (BEFT: not into a layer without a bias).
 UNMERGEABLE = ("BEFT", "ADAPTION_PROMPT")
 
@@ -121,7 +119,7 @@ class PeftMethod(Method):
     def resolved_config(self) -> dict[str, Any]:
         """peft's config with its defaults filled in, as adapter_config.json holds it (results.json records it)."""
         config = self.peft_model.peft_config[self.peft_model.active_adapter]
-        return json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in _NOT_SETTINGS},
+        return json.loads(json.dumps(settings_of(config.to_dict()),
                                      default=lambda v: sorted(v) if isinstance(v, (set, frozenset)) else str(v)))
 
     def results_record(self) -> dict:
@@ -156,9 +154,7 @@ def load_peft_adapter(model: nn.Module, arch: Architecture, folder: str) -> Peft
     adapter_config.json, attached as training attaches it."""
     from peft import PeftConfig, PeftModel
 
-    saved = PeftConfig.from_pretrained(folder).to_dict()
-    peft = {k: v for k, v in saved.items() if k not in _NOT_SETTINGS}
-    method = PeftMethod(PeftMethodConfig(peft=peft))
+    method = PeftMethod(PeftMethodConfig(peft=settings_of(PeftConfig.from_pretrained(folder).to_dict())))
     freeze(model)
     method.attach(PeftModel.from_pretrained(model, folder), model, arch)
     return method

@@ -94,6 +94,15 @@ DEFAULT_SIZE_KEYS = ("r",)
 VARIANTS = (("use_dora", "DoRA"), ("use_rslora", "rsLoRA"))
 
 
+# adapter_config.json keys that are not the method's settings (peft fills them, or lora-ft does)
+NOT_SETTINGS = ("base_model_name_or_path", "revision", "inference_mode", "task_type", "auto_mapping", "peft_version")
+
+
+def settings_of(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved peft config (adapter_config.json) as `method.peft` settings."""
+    return {k: v for k, v in saved.items() if k not in NOT_SETTINGS}
+
+
 def known_types() -> tuple[str, ...]:
     return (*TUNER_TYPES, *PROMPT_TYPES, *REFUSED)
 
@@ -124,8 +133,9 @@ def peft_label_parts(peft: Mapping[str, Any]) -> tuple[str, str]:
     parts = [f"{key}={_short(peft[key])}" for key in SIZE_KEYS.get(peft_type, DEFAULT_SIZE_KEYS)
              if peft.get(key) is not None]
     targets = peft.get("target_modules")
-    if targets:
-        parts.append(_short(sorted(targets) if isinstance(targets, (list, tuple, set)) else targets))
+    if targets:  # module names, not paths: a lora-ft export names every module by its path
+        parts.append(_short(sorted({str(t).rsplit(".", 1)[-1] for t in targets})
+                            if isinstance(targets, (list, tuple, set)) else targets))
     return name, " ".join(parts)
 
 

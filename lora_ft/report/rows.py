@@ -12,7 +12,8 @@ from typing import Any, Mapping
 from lora_ft.report.cells import COLUMNS, LAYOUT_COLUMNS, TASK_LABELS, Cell, score_cell
 from lora_ft.report.not_applicable import NotApplicable
 from lora_ft.report.paper_numbers import TASKS_TABLE3, TASKS_TABLE4, PaperMatch, match_paper_row
-from lora_ft.report.runs import ConfigGroup, canonical_json
+from lora_ft.methods.peft_types import peft_label
+from lora_ft.report.runs import ConfigGroup, canonical_json, scored_model
 
 # Paper order of methods, used to order rows.
 METHOD_ORDER: dict[str, tuple[str, ...]] = {
@@ -22,8 +23,9 @@ METHOD_ORDER: dict[str, tuple[str, ...]] = {
 
 
 
-def method_label(method: Mapping[str, Any]) -> str:
-    """Short method name with its size: "LoRA r=4 q,v", "Adapter^L b=6", "PreLayer l_p=10, l_i=0", "FT^Top2"."""
+def method_label(method: Mapping[str, Any], resolved: Mapping[str, Any] | None = None) -> str:
+    """Short method name with its size: "LoRA r=4 q,v", "Adapter^L b=6", "PreLayer l_p=10, l_i=0", "FT^Top2",
+    "peft LoRA+DoRA r=8 q_proj,v_proj" (`resolved`: a peft run's config with peft's defaults, results.json)."""
     name = str(method.get("name", "?")).lower()
     if name == "lora":
         targets = method.get("targets")
@@ -41,6 +43,8 @@ def method_label(method: Mapping[str, Any]) -> str:
         return f"{base} l_p={method.get('prefix_length', '?')}, l_i={method.get('infix_length', 0)}"
     if name == "ft_top":
         return f"FT^Top{method.get('top_k', '?')}"
+    if name == "peft":  # the resolved config (with peft's defaults) where the run recorded it
+        return f"peft {peft_label(resolved or method.get('peft') or {})}"
     return {"ft": "FT", "bitfit": "BitFit"}.get(name, name)
 
 
@@ -107,9 +111,21 @@ def _table4_rows(groups: list[ConfigGroup]) -> list[Row]:
     return rows
 
 
+def _group_method_label(group: ConfigGroup) -> str:
+    """A scored model folder's provenance label ("merged export", "as saved"), else the method's (a peft run's from
+    the resolved config it recorded)."""
+    run = group.runs[0] if group.runs else None
+    if run is None:
+        return method_label(group.method)
+    scored = scored_model(run) or {}
+    if scored.get("kind") == "model folder":
+        return str(scored.get("label", "as saved"))
+    return method_label(group.method, (run.results.extra.get("peft") or {}).get("config"))
+
+
 def _label_rows(rows: list[Row]) -> None:
     for row in rows:
-        row.label = f"{row.first.model_name} ({method_label(row.first.method)})"
+        row.label = f"{row.first.model_name} ({_group_method_label(row.first)})"
     by_label: dict[str, list[Row]] = {}
     for row in rows:
         by_label.setdefault(row.label, []).append(row)
