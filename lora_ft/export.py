@@ -245,6 +245,14 @@ def peft_lora_config(model: nn.Module, method: Method, base_model: str | None = 
     )
 
 
+def _name_base(folder: Path, base_model: str | None) -> None:
+    """adapter_config.json names `base_model` (None: no name); peft's save_pretrained fills a None in from the model's
+    own path, which for a random_init run is only where its architecture config came from."""
+    path = folder / "adapter_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), "base_model_name_or_path": base_model},
+                               indent=2, sort_keys=True), encoding="utf-8")
+
+
 def _number(x: float) -> int | float:
     """32.0 -> 32: peft's config declares lora_alpha an int; keep a fractional alpha as it is."""
     return int(x) if float(x).is_integer() else float(x)
@@ -269,7 +277,8 @@ def export_peft(
         check_target(out_dir, overwrite)
         card = card or model_card(method, "peft", base_model)
         return _write_export(out_dir, overwrite, "peft", lambda folder: (
-            method.save_adapter(str(folder), base_model), card.save(folder / "README.md")), record)
+            method.save_adapter(str(folder), base_model), _name_base(folder, base_model), card.save(folder / "README.md")),
+            record)
     layers = lora_layers(model)
     if not layers:
         raise ExportError("the model holds no LoRA layers: apply the LoRA method before a peft export")
@@ -297,6 +306,7 @@ def export_peft(
                     lora_a.copy_(a)
                     lora_b.copy_(b)
             peft_model.save_pretrained(str(folder))
+            _name_base(folder, base_model)
         finally:
             for p in model.parameters():
                 p.requires_grad_(flags[id(p)])
