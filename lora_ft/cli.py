@@ -258,8 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="the paper's Table 3 / Table 4 from run directories")
     p.add_argument("--runs", nargs="+", required=True, help="run directories, or folders holding them")
-    p.add_argument("--layout", choices=["auto", "table3", "table4"], default="auto",
-                   help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), auto: from the runs' tasks")
+    p.add_argument("--layout", choices=["auto", "table3", "table4", "custom-bleu", "custom-rouge", "custom-accuracy",
+                                        "custom-exact_match"], default="auto",
+                   help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), custom-<metric> (task.name: custom), auto: from the "
+                   "runs' tasks")
     p.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown", help="output format")
     p.add_argument("--epoch", choices=["best", "last"], default="best", help="each seed's best epoch (paper) or last")
     p.add_argument("--compare-with", choices=["gpt2-medium", "gpt2-large"],

@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from lora_ft.report.cells import COLUMNS, DEFAULT_SPLITS, LAYOUT_COLUMNS, TASK_LABELS
+from lora_ft.report.cells import COLUMNS, DEFAULT_SPLITS, LAYOUT_COLUMNS, LAYOUT_TASKS, TASK_LABELS
 from lora_ft.report.not_applicable import NotApplicable
 from lora_ft.report.paper_numbers import (
     GPT2_MODELS,
     GPT3_LABEL,
     SHARE_MATCH_FACTOR,
     TABLE4_FLUCTUATION,
-    TASKS_TABLE3,
     TASKS_TABLE4,
     paper_model_total,
 )
@@ -106,7 +105,7 @@ def _seeds_text(row: Row, layout: str) -> str:
             return "n/a"
         return str(len(row.groups[task].runs_by_seed())) if task in row.groups else "-"  # seeds, not runs
 
-    return seeds(row.first.task) if layout == "table3" else " / ".join(seeds(t) for t in TASKS_TABLE4)
+    return seeds(row.first.task) if layout != "table4" else " / ".join(seeds(t) for t in TASKS_TABLE4)
 
 
 def _trainable_text(row: Row) -> str:
@@ -121,13 +120,15 @@ def _footnotes(rows: list[Row], ctx: TableContext) -> list[str]:
         "last": "the last evaluation",
         "best_val_loss": "the evaluation at the epoch of lowest validation loss",
     }[epoch]
-    tasks = TASKS_TABLE3 if layout == "table3" else TASKS_TABLE4
+    tasks = LAYOUT_TASKS[layout]
     splits = split or ", ".join(f"{TASK_LABELS[t]} {DEFAULT_SPLITS[t][0]}" for t in tasks)
+    paper = (f"{ctx.paper_header}: the matching row of the paper's Table {3 if layout == 'table3' else 4} and the "
+             "difference ours - paper; * marks numbers the paper took from prior work." if layout in ("table3", "table4")
+             else f"{ctx.paper_header}: none, the paper has no row for a task of your own.")
     notes = [
         f"Scores: mean±sample std (ddof=1) over seeds; each seed's score from {selection}; split: {splits}.",
         "Trainable parameters: counted on the runs themselves (results.json), not copied from the paper.",
-        f"{ctx.paper_header}: the matching row of the paper's Table {3 if layout == 'table3' else 4} and the difference ours - paper; "
-        "* marks numbers the paper took from prior work. Bold: best value per column.",
+        paper + " Bold: best value per column.",
     ]
     stand_ins = sorted({r.first.model_name for r in rows if r.paper is not None and not r.paper.same_model})
     if layout == "table3" and ctx.compare_with is not None and stand_ins:
@@ -186,7 +187,7 @@ def _markdown_escape(text: str) -> str:
 
 def render_markdown(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]) -> str:
     layout = ctx.layout
-    header = ["Model & Method", "# Trainable", "Seeds" if layout == "table3" else "Seeds (W / M / S)"]
+    header = ["Model & Method", "# Trainable", "Seeds" if layout != "table4" else "Seeds (W / M / S)"]
     align = ["---", "---:", "---:"]
     for key in LAYOUT_COLUMNS[layout]:
         header += [COLUMNS[key].header, ctx.paper_header]
@@ -259,7 +260,7 @@ def render_latex(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]
     pm = r"$\pm$"
     keys = LAYOUT_COLUMNS[layout]
     spec = "lrr" + "rr" * len(keys) + "ll"
-    header = ["Model \\& Method", r"\# Trainable", "Seeds" if layout == "table3" else "Seeds (W / M / S)"]
+    header = ["Model \\& Method", r"\# Trainable", "Seeds" if layout != "table4" else "Seeds (W / M / S)"]
     for key in keys:
         header += [latex_escape(COLUMNS[key].header), latex_escape(ctx.paper_header)]
     header += ["Paper row", "Notes"]
@@ -289,7 +290,8 @@ def render_latex(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]
         cells.append(latex_escape("; ".join(row.notes)))
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\hline", r"\end{tabular}"]
-    caption = "GPT-2 on E2E (Table 3 layout)" if layout == "table3" else "WikiSQL, MNLI-m, SAMSum (Table 4 layout)"
+    caption = {"table3": "GPT-2 on E2E (Table 3 layout)", "table4": "WikiSQL, MNLI-m, SAMSum (Table 4 layout)"}.get(
+        layout, f"A custom task ({layout.removeprefix('custom-')})")
     if layout == "table3" and ctx.compare_with is not None and any(r.paper and not r.paper.same_model for r in rows):
         caption = f"E2E (Table 3 layout); paper columns: {GPT2_MODELS[ctx.compare_with]}'s numbers, a different model"
     lines.append(r"\caption{" + latex_escape(caption) + "}")

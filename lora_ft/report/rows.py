@@ -9,9 +9,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from lora_ft.report.cells import COLUMNS, LAYOUT_COLUMNS, TASK_LABELS, Cell, score_cell
+from lora_ft.report.cells import COLUMNS, LAYOUT_COLUMNS, LAYOUT_TASKS, TASK_LABELS, Cell, score_cell
 from lora_ft.report.not_applicable import NotApplicable
-from lora_ft.report.paper_numbers import TASKS_TABLE3, TASKS_TABLE4, PaperMatch, match_paper_row
+from lora_ft.report.paper_numbers import TASKS_TABLE4, PaperMatch, match_paper_row
 from lora_ft.methods.peft_types import peft_label
 from lora_ft.report.runs import ConfigGroup, canonical_json, scored_model
 
@@ -148,7 +148,7 @@ def build_rows(
     groups: list[ConfigGroup], layout: str, *, epoch: str = "best", split: str | None = None,
     not_applicable: list[NotApplicable] = (), compare_with: str | None = None,
 ) -> list[Row]:
-    """Rows of ``layout`` ("table3" / "table4") with their cells scored, paper rows matched, and best cells marked.
+    """Rows of ``layout`` ("table3" / "table4" / "custom-<metric>") with their cells scored, paper rows matched, and best cells marked.
 
     ``not_applicable``: refused configs become rows (or join the row of their model + method) whose cells of that
     task say "n/a: <short reason>"; a whole task's entry fills that task's empty cells of every row the same way.
@@ -157,10 +157,10 @@ def build_rows(
     refused = [ConfigGroup(e.identity, [], e) for e in not_applicable if e.config is not None]
     whole_task = {e.task: e for e in not_applicable if e.config is None}
     groups = [*groups, *refused]
-    if layout == "table3":
-        rows = [Row({g.task: g}) for g in groups if g.task in TASKS_TABLE3]
-    else:
+    if layout == "table4":
         rows = _table4_rows([g for g in groups if g.task in TASKS_TABLE4])
+    else:  # Table 3 and a custom task's table: one task, a row per configuration
+        rows = [Row({g.task: g}) for g in groups if g.task in LAYOUT_TASKS[layout]]
     for row in rows:
         row.not_applicable = {t: g.not_applicable for t, g in row.groups.items() if g.not_applicable is not None}
         row.not_applicable.update({t: e for t, e in whole_task.items() if t not in row.groups})
@@ -176,7 +176,7 @@ def build_rows(
                          if r.results.parameters is not None})
         row.paper = match_paper_row(row.first.identity, trainable[0] if len(trainable) == 1 else None,
                                     compare_with=compare_with, total=totals[0] if len(totals) == 1 else None)
-    order = METHOD_ORDER[layout]
+    order = METHOD_ORDER.get(layout, METHOD_ORDER["table3"])
     model_rank = {"gpt2-medium": 0, "gpt2-large": 1}
 
     def sort_key(row: Row) -> tuple:
