@@ -75,7 +75,7 @@ def test_bad_settings_are_one_line_errors(tmp_path):
         get_task(TaskConfig(name="custom", prompt="{q}", target="a", metric="bleu", source="hub")).check_split_roles("test")
     with pytest.raises(TaskDataError, match="overlap"):  # the built-in tasks' rule: training rows are never scored
         get_task(custom(path, test_slice="25:40")).check_split_roles("test")
-    with pytest.raises(Exception, match=re.escape("task.metric: 'f1' is not one of 'bleu' | 'rouge'")):
+    with pytest.raises(Exception, match=re.escape("task.metric: expected 'bleu' | 'rouge' | 'accuracy' | 'exact_match'")):
         config_from_dict({"model": {"name_or_path": "gpt2"}, "method": {"name": "ft"},
                           "task": {"name": "custom", "prompt": "{q}", "target": "a", "metric": "f1"}})
 
