@@ -199,15 +199,13 @@ def _check_plain(model: nn.Module) -> None:
 
 def _peft_factors(layer: LoraLayer) -> tuple[torch.Tensor, torch.Tensor]:
     """(A', B') in peft's layout: A' (n*r x in), B' (out x n*r) with slice i's B in its output rows, columns i*r.."""
-    n, width, r = layer.lora_B.shape
-    a = layer.lora_A.detach()
+    r, a = layer.rank, layer.lora_A.detach()
     if layer.out_index is None:
         return a, layer.lora_B[0].detach()
     out_features = layer.base_layer.weight.shape[1 if layer.is_conv1d else 0]
-    b = layer.lora_B.new_zeros(out_features, n * r)
-    for i in range(n):
-        rows = layer.out_index[i * width : (i + 1) * width]
-        b[rows, i * r : (i + 1) * r] = layer.lora_B[i].detach()
+    b = layer.lora_B.new_zeros(out_features, len(layer.slice_names) * r)
+    for i, (rows, (_, b_i)) in enumerate(zip(layer.slice_rows(), layer.factors().values())):
+        b[rows, i * r : (i + 1) * r] = b_i
     return a, b
 
 
