@@ -10,6 +10,8 @@ The whole Trainer (train, resume, export, decode, score) runs on a few of them i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -167,3 +169,13 @@ def test_working_types_train_pack_save_load_and_decode(tiny, peft_type, tmp_path
             unmerged = model(input_ids=ids).logits
             method.merge(model)
             torch.testing.assert_close(model(input_ids=ids).logits, unmerged, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs" / "peft").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_the_extended_table3_configs_validate(path, monkeypatch, capsys):
+    """configs/peft: DoRA, rsLoRA, VeRA and IA3 at the mini Table 3's budget (issue 19, item 6 trains them)."""
+    from lora_ft.cli import main
+
+    monkeypatch.chdir(path.parents[2])  # the configs name data files relative to the repository
+    assert main(["config", "validate", str(path)]) == 0, capsys.readouterr().err
