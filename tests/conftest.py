@@ -31,7 +31,7 @@ HIDDEN = 32
 LAYERS = 2
 HEADS = 4
 
-FAMILIES = ("gpt2", "llama", "opt", "gpt_neox", "gptj", "phi3", "gemma", "mixtral", "qwen2_moe")  # Architecture.name
+from tiny_families import FAMILIES  # noqa: E402  (Architecture.name of each supported family)
 
 
 class TinyModels:

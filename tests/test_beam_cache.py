@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import FAMILIES
+from tiny_families import FAMILIES
 from lora_ft import beam_cache
 from lora_ft import generate as generate_module
 from lora_ft.generate import BeamSearchConfig, _cache_keyword, _row_top_k, _search_batch

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FAMILIES
+from tiny_families import FAMILIES
 from lora_ft.loss import completion_loss, completion_loss_per_example, completion_positions, full_logits_loss
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lora_ft.loss import completion_loss, completion_loss_per_example, completion_positions
-from conftest import FAMILIES
+from tiny_families import FAMILIES
 from lora_ft.packing import ModelBatch, pack, packing_for, padded
 
 

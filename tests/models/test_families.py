@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import FAMILIES
+from tiny_families import FAMILIES
 from lora_ft.models import architecture_for
 
 
