@@ -22,20 +22,22 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
+from .atomic import check_writable, disk_full_advice
+from .yaml12 import dump_yaml
 from .build import RANDOM_BASE_KEY, rebuilt_model, seeded_base_model
 from .checkpoint import TRAINED_FILE, load_trained
 from .divergence import check_finite_weights
 from .config import RunConfig, load_config
 from .data import VirtualTokens, encode_prompt
+from .models.architecture import max_positions
 from .generate import BeamSearchConfig, beam_search, decode_completion
 from .models.loading import load_tokenizer
 from .schema import ConfigError
 from .results import Evaluation, ParameterCounts, ResultsError, RunResults, collect_environment, read_results, record_evaluation, write_results, write_text_atomic
 from .tasks import get_task
 from .data import virtual_tokens_for
-from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, refuse_foreign_files, run_dir_of
+from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, folder_contents, refuse_foreign_files, run_dir_of
 from .run_lock import LOCK_FILENAME, RunLock
 
 logger = logging.getLogger("lora_ft.evaluate")
@@ -71,6 +73,34 @@ def write_predictions(run_dir: Path, name: str, predictions: list[str], items) -
     write_text_atomic(run_dir / f"{name}.txt", text, overwrite=True)
     records = [json.dumps({"prediction": p, "references": list(i.references)}) for p, i in zip(predictions, items)]
     write_text_atomic(run_dir / f"{name}.jsonl", "\n".join(records) + "\n", overwrite=True)
+
+
+def prompts_within_positions(tokenizer, task, items, virtual: VirtualTokens, model_config, max_new_tokens: int) -> list[list[int]]:
+    """The items' prompts, each cut to fit the model's positions beside decoding.max_new_tokens: a longer one loses the
+    start of its context, keeping the end that leads into the completion (a long SAMSum dialogue keeps its last turns),
+    with one warning for all of them. Refusing instead would leave no way to score the split."""
+    prompts = [encode_prompt(tokenizer, i.context, separator_eos=task.separator_eos, virtual=virtual) for i in items]
+    positions = max_positions(model_config)
+    if positions is None:
+        return prompts
+    room = positions - max_new_tokens
+    fixed = len(encode_prompt(tokenizer, "", separator_eos=task.separator_eos, virtual=virtual))
+    if room <= fixed:
+        raise ConfigError(
+            f"decoding.max_new_tokens {max_new_tokens} leaves {max(room, 0)} of the model's {positions} positions for "
+            f"a prompt, which needs more than {fixed}; lower decoding.max_new_tokens"
+        )
+    long = [n for n, prompt in enumerate(prompts) if len(prompt) > room]
+    if long:
+        logger.warning(
+            "%d of %d prompts do not fit in the model's %d positions beside decoding.max_new_tokens %d (the longest has "
+            "%d tokens): each was cut from the start of its context to %d tokens, keeping the end", len(long),
+            len(prompts), positions, max_new_tokens, max(len(prompts[n]) for n in long), room,
+        )
+        for n in long:
+            prompts[n] = encode_prompt(tokenizer, items[n].context, separator_eos=task.separator_eos, virtual=virtual,
+                                       max_tokens=room)
+    return prompts
 
 
 def references_text(task, items) -> str:
@@ -111,6 +141,11 @@ def resolve_epochs(run_dir: Path, which: str) -> list[int | None]:
     return [int(which)]
 
 
+# A full disk's advice for eval (no --resume: that is training's).
+EVAL_DISK_FULL_ADVICE = "eval decodes again from the start; the run's weights and the scores recorded so far are kept"
+
+
+@disk_full_advice(EVAL_DISK_FULL_ADVICE)
 def evaluate_config(
     cfg: RunConfig, *, base: bool = False, split: str | None = None, overwrite: bool = False, command: str | None = None,
     meteor: bool = True, adapter: str | Path | None = None,
@@ -129,6 +164,7 @@ def evaluate_config(
     run_dir = run_dir_of(cfg)
     split = split or cfg.decoding.split
     get_task(cfg.task).check_source((split,))  # before anything is written or loaded
+    check_writable(run_dir, "output.dir", "choose another output.dir, or make that folder writable")
     record, config = (folder_record(cfg.model.name_or_path) if base else None), cfg.to_dict()
     if adapter is not None:
         if base:
@@ -143,11 +179,12 @@ def evaluate_config(
         refuse_foreign_files(run_dir)  # a user's own config.yaml or results.json is never replaced, --overwrite or not
         if used and not (overwrite or cfg.output.overwrite):
             raise RunDirectoryError(
-                f"{run_dir} is not empty (it may hold a run); choose another output.dir, or pass --overwrite to score into it"
+                f"{run_dir} is not empty: it holds {folder_contents(run_dir)}; choose another output.dir, or pass "
+                "--overwrite to score into it"
             )
         # The header marks config.yaml as lora-ft's (run_dir.CONFIG_HEADERS): a later --overwrite may replace it.
         header = f"# lora-ft eval --config: {command or cfg.source}\n"
-        write_text_atomic(run_dir / CONFIG_FILE, header + yaml.safe_dump(config, sort_keys=False), overwrite=True)
+        write_text_atomic(run_dir / CONFIG_FILE, header + dump_yaml(config, sort_keys=False), overwrite=True)
         results = RunResults.start(run_dir.name, config, environment=collect_environment())
         results.status = "evaluated"
         if record is not None:
@@ -163,6 +200,7 @@ def evaluate_config(
                                      meteor=meteor, adapter=adapter)
 
 
+@disk_full_advice(EVAL_DISK_FULL_ADVICE)
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -179,6 +217,8 @@ def evaluate_run(
     applied but not trained (also epoch 0). `meteor=False` skips METEOR (it needs Java) for tasks that report it (E2E)."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
+    check_writable(run_dir, "the run directory", "eval writes its predictions and scores there: copy the run to a "
+                   "folder you can write to, or make it writable")  # before a decoding whose output would be lost
     split = split or cfg.decoding.split
     task = get_task(cfg.task)
     task.check_source((split,))
@@ -226,7 +266,7 @@ def evaluate_run(
                 adapted.method.merge(model)  # zero-latency inference: W = W0 + (alpha/r) B A
             virtual = virtual_tokens_for(adapted.method, model)
         model.to(device).eval()
-        prompts = [encode_prompt(tokenizer, i.context, separator_eos=task.separator_eos, virtual=virtual) for i in items]
+        prompts = prompts_within_positions(tokenizer, task, items, virtual, model.config, cfg.decoding.max_new_tokens)
         beam = BeamSearchConfig(
             num_beams=cfg.decoding.num_beams,
             length_penalty=cfg.decoding.length_penalty,

@@ -153,7 +153,7 @@ def folder_record(path: str | Path) -> dict[str, Any] | None:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         return None
-    manifest = _manifest(folder)
-    label = f"{manifest['format']} export" if manifest.get("format") else "as saved"
-    return {"kind": "model folder", "path": str(folder.resolve()), "weights_sha256": weights_sha256(folder),
-            "label": label, **({"export": manifest} if manifest else {})}
+    manifest = _manifest(folder)  # a lora-ft export's: tables label the row by it ("merged export")
+    label = {"label": f"{manifest['format']} export"} if manifest.get("format") else {}
+    return {"kind": "model folder", "path": str(folder.resolve()), "weights_sha256": weights_sha256(folder), **label,
+            **({"export": manifest} if manifest else {})}

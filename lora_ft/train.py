@@ -31,12 +31,11 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import console
-from .build import (
-    RANDOM_BASE_KEY, enable_gradient_checkpointing, parameter_report, preflight, random_base_fingerprint,
-    seeded_adapted_model,
-)
+from .build import RANDOM_BASE_KEY, enable_gradient_checkpointing, parameter_report, preflight, random_base_fingerprint
+from .build import seeded_adapted_model
 from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
 from .config import RunConfig
+from .config_checks import check_positions
 from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
 from .loss import completion_loss, completion_loss_per_example, completion_positions, loss_descriptions, loss_names
 from .packing import packing_for
@@ -44,7 +43,7 @@ from .models.loading import load_tokenizer
 from .run_dir import (
     CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, check_run_dir, close_run_log, open_run_log, remove_own_files, run_dir_of,
 )
-from .atomic import DiskFullError, disk_full_error
+from .atomic import DiskFullError, check_writable, disk_full_error
 from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
 from .optim import build_optimizer, describe_optimizer, warmup_steps
@@ -71,6 +70,7 @@ class Trainer:
         self.resume = resume
         self.stop = stop or StopRequest()  # SIGTERM / SIGINT (stop_signals.py): checked between optimizer steps
         self.command = command or "lora-ft train --config " + cfg.source
+        check_writable(self.run_dir, "output.dir", "choose another output.dir, or make that folder writable")
         # One writer per run directory, taken before anything reads or writes it (main process only: run_lock.py).
         self.run_lock = hold_run_lock(self.run_dir, self.command)
         try:
@@ -98,7 +98,7 @@ class Trainer:
         """A bad config, data path, tracker or resume fails here, in well under a second, before any model loads."""
         check_run_dir(self.run_dir, resume=resume, overwrite=cfg.output.overwrite)
         self.resume_changes = check_resume_config(self.run_dir / CONFIG_FILE, cfg.to_dict()) if resume else {}
-        preflight(cfg)
+        check_positions(cfg, preflight(cfg))  # also for hub and GGUF models, which `config validate` cannot read
         self.task = get_task(cfg.task)
         self.task.check_source(("train", "validation", cfg.decoding.split))
         self.task.check_split_roles(cfg.decoding.split)

@@ -150,6 +150,13 @@ if [ "$SEARCH" = 1 ]; then
       fi
     done
   done
+  # The whole search, committed as a table and a figure (tests/report/test_mini_paper_tables.py regenerates the table).
+  echo "search: lora-ft table --searches $OUT/search --out $OUT/search.md; lora-ft plot --kind search --runs $OUT/search --out $OUT/figures"
+  if [ "$DRY_RUN" = 0 ] && compgen -G "$OUT/search/*/*/selection.json" > /dev/null; then
+    "${LORA_FT[@]}" table --searches "$OUT/search" --out "$OUT/search.md" --overwrite
+    "${LORA_FT[@]}" plot --kind search --runs "$OUT/search" --out "$OUT/figures"
+    commit "search table and figure"
+  fi
   if [ "${#FAILED[@]}" -gt 0 ]; then echo "mini_paper.sh: failed: ${FAILED[*]}" >&2; exit 1; fi
   exit 0
 fi

@@ -76,7 +76,8 @@ def test_tensorboard_logs_the_losses_the_run_records(tmp_path):
     train_loss = events.Scalars("train/loss")
     assert [e.step for e in train_loss] == [1, 2, 4]  # step 1, then every 2 steps (4 steps in the epoch)
     # Against the run's own log, written independently of the tracker (4 decimals there).
-    logged = {int(s): float(v) for s, v in re.findall(r"step (\d+) loss ([0-9.]+)", (run_dir / "train.log").read_text())}
+    logged = {int(s): float(v) for s, v in re.findall(r"step (\d+) train loss (?:\(label smoothing [0-9.]+\) )?([0-9.]+)",
+                                                        (run_dir / "train.log").read_text())}
     assert {e.step: round(e.value, 4) for e in train_loss} == pytest.approx(logged, abs=1e-4)
     [valid] = events.Scalars("valid/loss")
     record = read_results(run_dir).epochs[0]

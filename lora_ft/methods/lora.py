@@ -14,6 +14,7 @@ the stacked B (n x d x r); the scatter into the fused output is a single `index_
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import torch
@@ -24,6 +25,8 @@ from transformers.pytorch_utils import Conv1D
 from ..models import Architecture
 from .base import Method, freeze
 from .configs import LoraConfig
+
+logger = logging.getLogger(__name__)
 
 
 class LoraLayer(nn.Module):
@@ -152,28 +155,43 @@ class LoRA(Method):
         num_heads, num_kv_heads = arch.num_heads(model.config), arch.num_kv_heads(model.config)
         blocks = arch.block_list(model)
         layers = self.config.layers if self.config.layers is not None else range(len(blocks))
+        too_wide = []  # (rank key, rank, weight name, d, k) of every update whose rank exceeds min(d, k)
         for i in layers:
             block = blocks[i]
             for module_path, names in groups.items():
                 base = block.get_submodule(module_path)
                 out_features = base.weight.shape[1] if isinstance(base, Conv1D) else base.weight.shape[0]
+                in_features = base.weight.shape[0] if isinstance(base, Conv1D) else base.weight.shape[1]
                 locations = [arch.weights[name] for name in names]
                 if locations[0].fused is None:
                     out_index, width = None, out_features
                 else:
                     indices = [loc.output_index(out_features, num_heads, num_kv_heads) for loc in locations]
                     width, out_index = [len(i) for i in indices], torch.cat(indices)
+                rank = self.config.rank_of(names[0])
+                for n, d in zip(names, width if isinstance(width, list) else [width] * len(names)):
+                    if rank > min(d, in_features):
+                        key = f"method.rank_per_target.{n}" if n in self.config.rank_per_target else "method.rank"
+                        too_wide.append((key, rank, f"{arch.blocks}.{i}.{module_path}:{n}", d, in_features))
                 layer = LoraLayer(
                     base,
                     names,
                     out_index,
                     width,
-                    rank=self.config.rank_of(names[0]),
+                    rank=rank,
                     alpha=self.config.alpha,
                     dropout=self.config.dropout,
                     init_a=self.config.init_a,
                 )
                 block.set_submodule(module_path, layer)
+        if too_wide:  # allowed (the paper's Table 6 sweeps r), but B A cannot have a rank above min(d, k)
+            key, rank, name, d, k = too_wide[0]
+            more = f" (and {len(too_wide) - 1} more adapted weights)" if len(too_wide) > 1 else ""
+            logger.warning(
+                "%s %d is more than min(d, k) = %d of the %d x %d weight %s%s: a rank above the weight's smaller side "
+                "adds parameters but no update that r = %d could not express", key, rank, min(d, k), d, k, name, more,
+                min(d, k),
+            )
 
     def size_label(self) -> str:
         return f"r={self.config.rank}"

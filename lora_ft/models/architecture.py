@@ -126,6 +126,16 @@ class Architecture:
         return any(bool(config_value(config, key, default)) for key, default in self.bias_switches.items())
 
 
+def max_positions(config) -> int | None:
+    """How many tokens one sequence may have in a model of `config` (a transformers config or its config.json mapping):
+    GPT-2's n_positions (1,024), the others' max_position_embeddings; None where the config does not say."""
+    for key in ("n_positions", "max_position_embeddings"):
+        value = config_value(config, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def config_value(config, key: str, default=None):
     """`key` of a transformers config object or of its config.json mapping (quick checks read the JSON)."""
     if isinstance(config, dict):

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from lora_ft.report.runs import ConfigGroup
-from lora_ft.results import Evaluation, RunResults
+from lora_ft.report.runs import ConfigGroup, untrained_only
+from lora_ft.results import Evaluation, RunResults, compute_best_epoch
 
-EPOCH_CHOICES = ("best", "last", "best_val_loss")
+# best: the paper's rule (the best score on the scored split); last; best-validation: the lowest validation loss, i.e.
+# chosen on the selection split, without looking at the scored one.
+EPOCH_CHOICES = ("best", "last", "best-validation")
 
 
 @dataclass(frozen=True)
@@ -150,16 +152,19 @@ def select_evaluation(
         have = ", ".join(dict.fromkeys(e.split for e in results.evaluations))
         wanted = chosen_split or "/".join(DEFAULT_SPLITS.get(task, ("?",)))
         return None, f"not evaluated on {wanted} (has: {have})"
+    if untrained_only(results):  # the untrained model (epoch 0): one model, no epoch to choose
+        return candidates[-1], None
     if epoch == "last":
         # epoch None = "the final model", later than any numbered epoch; on ties the latest evaluation wins.
         last = max(range(len(candidates)), key=lambda i: (math.inf if candidates[i].epoch is None else candidates[i].epoch, i))
         return candidates[last], None
-    if epoch == "best_val_loss":
-        if results.best_epoch is None:
-            return None, "no validation loss recorded"
-        at_best = [e for e in candidates if e.epoch == results.best_epoch]
-        if not at_best:
-            return None, f"not evaluated at best epoch {results.best_epoch}"
+    if epoch == "best-validation":
+        best_epoch = compute_best_epoch(results.epochs)
+        if best_epoch is None:
+            return None, "n/a: no validation loss recorded"
+        at_best = [e for e in candidates if e.epoch == best_epoch]
+        if not at_best:  # only the epochs `lora-ft eval --epochs` decoded have scores
+            return None, f"n/a: epoch {best_epoch} (lowest validation loss) not evaluated on {chosen_split}"
         return at_best[-1], None
     primary = primary_column(results, task)
     if primary is None:
@@ -180,6 +185,18 @@ class SeedScore:
     value: float
     epoch: int | None
     split: str
+    predictions_file: str | None = None  # the evaluation's, relative to run_dir: what its interval rescores
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A 95% bootstrap interval of a cell's mean over seeds (:mod:`lora_ft.report.intervals`)."""
+
+    low: float
+    high: float
+    items: int  # the scored items each resample draws from
+    seeds: int
+    resamples: int
 
 
 @dataclass
@@ -192,6 +209,8 @@ class Cell:
     problems: list[str] = field(default_factory=list)  # "seed 111: failed: ..." for runs without a score
     reasons: list[str] = field(default_factory=list)  # the bare reasons, for an empty cell
     best: bool = False
+    interval: Interval | None = None  # a primary metric's 95% interval, once computed
+    interval_reason: str | None = None  # why a primary metric with a value has no interval
 
     @property
     def n(self) -> int:
@@ -239,6 +258,7 @@ def score_cell(group: ConfigGroup | None, column: MetricColumn, *, epoch: str = 
             cell.problems.append(f"{run.seed_label}: still training (score so far)")
         elif run.results.status == "interrupted":  # an epoch checkpoint's score; --resume finishes the run
             cell.problems.append(f"{run.seed_label}: interrupted before the end of training (score so far)")
-        cell.scores.append(SeedScore(run.run_dir, run.seed_label, value, evaluation.epoch, evaluation.split))
+        cell.scores.append(SeedScore(run.run_dir, run.seed_label, value, evaluation.epoch, evaluation.split,
+                                     evaluation.predictions_file))
     return cell
 

@@ -45,7 +45,7 @@ def method_label(method: Mapping[str, Any], resolved: Mapping[str, Any] | None =
         return f"FT^Top{method.get('top_k', '?')}"
     if name == "peft":  # the resolved config (with peft's defaults) where the run recorded it
         return f"peft {peft_label(resolved or method.get('peft') or {})}"
-    return {"ft": "FT", "bitfit": "BitFit"}.get(name, name)
+    return {"ft": "FT", "bitfit": "BitFit", "base": "base model, untrained"}.get(name, name)
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, str]:
@@ -76,6 +76,11 @@ class Row:
         return sorted({n for g in self.groups.values() for n in g.trainable_counts()})
 
     @property
+    def untrained(self) -> str | None:
+        """"base" / "method": a row of the untrained model's scores (the reference a trained row must beat)."""
+        return self.first.untrained
+
+    @property
     def refused(self) -> dict[str, NotApplicable]:
         """task -> this row's configuration of it that the CLI refuses (a whole task's n/a is not one)."""
         return {t: e for t, e in self.not_applicable.items() if e.config is not None}
@@ -89,11 +94,18 @@ class Row:
             if cell.scores:
                 prefix = "" if len(self.groups) <= 1 else f"{TASK_LABELS.get(cell.column.task, cell.column.task)} "
                 notes.extend(prefix + p for p in cell.problems)
+            if cell.interval_reason:  # the CI cell says n/a; here is why
+                notes.append(f"{cell.column.header} 95% CI n/a: {cell.interval_reason}")
         refused: dict[str, list[str]] = {}  # one note per reason, naming every config refused for it
         for entry in self.refused.values():
             refused.setdefault(entry.reason, []).append(entry.config_path or entry.name)
         notes.extend(f"n/a, lora-ft config validate refuses {', '.join(paths)}: {reason}"
                      for reason, paths in refused.items())
+        for task, group in self.groups.items():
+            if group.runs and group.untrained is None and (group.identity.get("task") or {}).get("select_on_scored_split"):
+                prefix = "" if len(self.groups) <= 1 else f"{TASK_LABELS.get(task, task)}: "
+                notes.append(f"{prefix}its selection split is its scored split (task.select_on_scored_split): the "
+                             "validation loss and any choice made on it saw the scored items")
         return list(dict.fromkeys(notes))
 
 
@@ -101,9 +113,9 @@ def _table4_rows(groups: list[ConfigGroup]) -> list[Row]:
     """Merge configurations of different tasks into one row per model+method+size (never two of one task)."""
     rows: list[Row] = []
     for group in groups:
-        key = (group.model, canonical_json(group.method))
+        key = (group.model, canonical_json(group.method), group.untrained)
         for row in rows:
-            if (row.first.model, canonical_json(row.first.method)) == key and group.task not in row.groups:
+            if (row.first.model, canonical_json(row.first.method), row.untrained) == key and group.task not in row.groups:
                 row.groups[group.task] = group
                 break
         else:
@@ -112,20 +124,21 @@ def _table4_rows(groups: list[ConfigGroup]) -> list[Row]:
 
 
 def _group_method_label(group: ConfigGroup) -> str:
-    """A scored model folder's provenance label ("merged export", "as saved"), else the method's (a peft run's from
-    the resolved config it recorded)."""
+    """A scored lora-ft export folder's provenance label ("merged export"), else the method's (a peft run's from the
+    resolved config it recorded)."""
     run = group.runs[0] if group.runs else None
     if run is None:
         return method_label(group.method)
     scored = scored_model(run) or {}
-    if scored.get("kind") == "model folder":
-        return str(scored.get("label", "as saved"))
+    if scored.get("kind") == "model folder" and scored.get("label"):
+        return str(scored["label"])
     return method_label(group.method, (run.results.extra.get("peft") or {}).get("config"))
 
 
 def _label_rows(rows: list[Row]) -> None:
     for row in rows:
-        row.label = f"{row.first.model_name} ({_group_method_label(row.first)})"
+        untrained = ", untrained" if row.untrained == "method" else ""
+        row.label = f"{row.first.model_name} ({_group_method_label(row.first)}{untrained})"
     by_label: dict[str, list[Row]] = {}
     for row in rows:
         by_label.setdefault(row.label, []).append(row)
@@ -174,8 +187,9 @@ def build_rows(
         trainable = row.trainable
         totals = sorted({r.results.parameters.total for g in row.groups.values() for r in g.runs
                          if r.results.parameters is not None})
-        row.paper = match_paper_row(row.first.identity, trainable[0] if len(trainable) == 1 else None,
-                                    compare_with=compare_with, total=totals[0] if len(totals) == 1 else None)
+        if row.untrained is None:  # the untrained model reproduces no row of the paper
+            row.paper = match_paper_row(row.first.identity, trainable[0] if len(trainable) == 1 else None,
+                                        compare_with=compare_with, total=totals[0] if len(totals) == 1 else None)
     order = METHOD_ORDER.get(layout, METHOD_ORDER["table3"])
     model_rank = {"gpt2-medium": 0, "gpt2-large": 1}
 
@@ -185,7 +199,9 @@ def build_rows(
         return (
             model_rank.get(row.first.model, 2),
             row.first.model,
+            row.untrained != "base",  # the base model first: the reference point of its model's rows
             order.index(method) if method in order else len(order),
+            row.untrained is not None,
             statistics.fmean(trainable) if trainable else math.inf,
             canonical_json(row.first.method),
         )
@@ -200,8 +216,10 @@ def _rounded(value: float, decimals: int) -> float:
 
 
 def mark_best(rows: list[Row], decimals: Mapping[str, int]) -> None:
+    """Bold the best rounded mean of each column among the trained rows (the untrained model is the reference)."""
     for key in decimals:
-        means = [(row.cells[key], row.cells[key].mean) for row in rows if row.cells[key].mean is not None]
+        means = [(row.cells[key], row.cells[key].mean) for row in rows
+                 if row.cells[key].mean is not None and row.untrained is None]
         if len(means) < 2:
             continue
         top = max(_rounded(m, decimals[key]) for _, m in means)

@@ -15,7 +15,9 @@ The rules, in the order a reader needs them:
   MNLI: validation, i.e. validation_matched; SAMSum: test; or ``split=``): with ``epoch="best"`` the evaluation with the
   highest primary metric (E2E BLEU, WikiSQL and MNLI accuracy, SAMSum ROUGE-L; the paper's practice,
   optimistic when the split is the test set), with ``epoch="last"`` the latest one, with
-  ``epoch="best_val_loss"`` the one at the epoch of lowest validation loss. All metrics of a seed come
+  ``epoch="best-validation"`` the one at the epoch of lowest validation loss (chosen on the selection split, never the
+  scored one; "n/a" when that epoch was not evaluated). The untrained model has one evaluation, whatever the rule.
+  All metrics of a seed come
   from that same evaluation.
 - A cell is mean ± sample standard deviation (ddof=1) over the seeds that have a score, printed
   compactly as the paper does ("70.4±.1", the ± rounded to the mean's decimals; decimals as the paper
@@ -43,8 +45,9 @@ from typing import Sequence
 from lora_ft.report.cells import COLUMNS, EPOCH_CHOICES, LAYOUT_COLUMNS, LAYOUT_TASKS, select_evaluation
 from lora_ft.report.not_applicable import read_not_applicable
 from lora_ft.report.paper_numbers import GPT2_MODELS, TASKS_TABLE3, TASKS_TABLE4
+from lora_ft.report.intervals import attach_intervals
+from lora_ft.report.notes import TableContext
 from lora_ft.report.render import (
-    TableContext,
     format_mean_std,
     latex_escape,
     render_csv,
@@ -129,6 +132,7 @@ def build_table(
         raise ReportError(f"none of the runs belongs in {layout} (tasks {', '.join(tasks)})")
     decimals = {k: (COLUMNS[k].decimals if digits is None else digits) for k in LAYOUT_COLUMNS[layout]}
     mark_best(rows, decimals)
+    attach_intervals([cell for row in rows for cell in row.cells.values()])
     ctx = TableContext(layout, epoch, split, skipped, [e for e in not_applicable if e.config is None], compare_with)
     if fmt == "markdown":
         return render_markdown(rows, ctx, decimals)
