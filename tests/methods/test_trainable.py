@@ -96,7 +96,7 @@ def closed_form_trainable(tiny, family: str, method_name: str, model, arch) -> i
             "opt": 4 * d + d + ff + d + d,  # q, k, v, out_proj, attn LN, fc1, fc2, final LN
             "gpt_neox": 3 * d + d + ff + d + 2 * d,  # qkv, dense, h_to_4h, 4h_to_h, two LNs
             "gptj": d + ff + d,  # ln_1, fc_in, fc_out (attention has no biases)
-            "qwen2_moe": d + 2 * cfg.num_key_value_heads * (d // tiny.heads),  # q, k, v only (RMSNorm: no bias)
+            "qwen2_moe": d + 2 * getattr(cfg, "num_key_value_heads", 0) * (d // tiny.heads),  # q, k, v (RMSNorm: no bias)
         }[family]
         final_norm = 0 if family == "qwen2_moe" else d
         lm_head_bias = V if family == "gptj" else 0
