@@ -15,7 +15,7 @@ from torch import nn
 from .config import RunConfig
 from .errors import UserError
 from .methods import build_method, count_parameters
-from .methods.base import Method
+from .methods.base import Method, NeedsWeights
 from .models import Architecture, architecture_for
 from .models.loading import build_model, load_model, load_model_config
 
@@ -46,11 +46,12 @@ def preflight(cfg: RunConfig):
 
 
 def adapted_model(cfg: RunConfig, *, weights: str = "pretrained") -> AdaptedModel:
-    """`weights`: "pretrained" (load them, or random when model.random_init), or "meta" (shapes only, for counting)."""
+    """`weights`: "pretrained" (load them, or random when model.random_init), "meta" (shapes only, for counting), or
+    "random" (random values: counting a method whose initialisation reads the base weights)."""
     model_config = preflight(cfg)
     arch = architecture_for(model_config)
-    if weights == "meta":
-        model = build_model(cfg.model, model_config, device="meta")
+    if weights in ("meta", "random"):
+        model = build_model(cfg.model, model_config, device="meta" if weights == "meta" else None)
     else:
         model = load_model(cfg.model)
     method = build_method(cfg.method.name, cfg.method.config)
@@ -82,6 +83,12 @@ def seeded_base_model(cfg: RunConfig) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.training.seed)
         return load_model(cfg.model)
+
+
+def base_fingerprint(cfg: RunConfig) -> str:
+    """`random_base_fingerprint` of the base model alone, frozen, as `seeded_base_model` draws it: what a peft export
+    of a random_init run records, and what `eval --adapter` checks it against (scored_model.py)."""
+    return random_base_fingerprint(seeded_base_model(cfg).requires_grad_(False))
 
 
 def random_base_fingerprint(model: nn.Module) -> str:
@@ -147,6 +154,15 @@ def parameter_report(model: nn.Module) -> dict:
 
 
 def count_for_config(cfg: RunConfig) -> dict:
-    """Parameter counts of the adapted model without loading (or even allocating) any weights."""
+    """Parameter counts of the adapted model without loading (or even allocating) any weights; a peft method adds
+    peft's own count (`trainable_by_peft`, checked equal when it applies)."""
     with torch.no_grad():
-        return parameter_report(adapted_model(cfg, weights="meta").model)
+        try:
+            adapted = adapted_model(cfg, weights="meta")
+        except NeedsWeights as exc:  # a peft type whose init decomposes the base weights (FROD, SHIRA): random values
+            logger.info("%s; counting on random weights", exc)
+            adapted = adapted_model(cfg, weights="random")
+        report = parameter_report(adapted.model)
+        if hasattr(adapted.method, "peft_trainable"):
+            report["trainable_by_peft"] = adapted.method.peft_trainable
+        return report

@@ -47,11 +47,14 @@ def cmd_eval(args) -> int:
         from .evaluate import evaluate_config
 
         command = "lora-ft eval --config " + " ".join([args.config, *args.overrides]) + (" --base" if args.base else "")
+        command += f" --adapter {args.adapter}" if args.adapter else ""
         run_dir, evaluations = evaluate_config(cfg, base=args.base, split=args.split, overwrite=args.overwrite,
-                                               command=command, meteor=not args.no_meteor)
+                                               command=command, meteor=not args.no_meteor, adapter=args.adapter)
         for ev in evaluations:
             print(json.dumps(ev.scores) if args.json else f"{run_dir}: {ev.split} epoch 0: " + _format_scores(ev.scores))
         return 0
+    if args.adapter:
+        raise ConfigError("eval --adapter DIR scores a peft adapter folder on a config's base model: give --config FILE")
     if args.run:
         from .evaluate import evaluate_run
 
@@ -85,6 +88,8 @@ def cmd_params(args) -> int:
     else:
         print(f"trainable {report['trainable']:,}  total {report['total']:,}  "
               f"({100 * report['trainable'] / report['total']:.4f}% trainable)")
+        if "trainable_by_peft" in report:  # checked equal when the method applied
+            print(f"  peft's own count (get_nb_trainable_parameters): {report['trainable_by_peft']:,} trainable")
         for kind, n in report["by_kind"].items():
             print(f"  {n:>14,}  {kind}")
         print(format_memory(memory))
@@ -225,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="score without training: the config's model (with --base) or its method untrained, "
                    "in a new run directory output.dir")
     p.add_argument("overrides", nargs="*", help="with --config: section.key=value overrides")
+    p.add_argument("--adapter", help="with --config: score this peft adapter folder (save_pretrained's, a user's or "
+                   "`lora-ft export`'s) on the config's base model, recorded with its provenance; a merged model "
+                   "folder: model.name_or_path=DIR --base")
     p.add_argument("--overwrite", action="store_true", help="with --config: score into a used output.dir")
     p.add_argument("--split", help="validation | test (default: decoding.split)")
     p.add_argument("--epochs", default="last", type=epochs_choice,
@@ -266,8 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--searches", nargs="+", metavar="DIR",
                        help="instead: every selection.json (lora-ft sweep --select) under DIR as one table of "
                        "search x value -> score on the selection split, the choice in bold (markdown or json)")
-    p.add_argument("--layout", choices=["auto", "table3", "table4"], default="auto",
-                   help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), auto: from the runs' tasks")
+    p.add_argument("--layout", choices=["auto", "table3", "table4", "custom-bleu", "custom-rouge", "custom-accuracy",
+                                        "custom-exact_match"], default="auto",
+                   help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), custom-<metric> (task.name: custom), auto: from the "
+                   "runs' tasks")
     p.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown", help="output format")
     p.add_argument("--epoch", choices=["best", "last", "best-validation"], default="best",
                    help="each seed's epoch: best test score (the paper's rule), last, or lowest validation loss "

@@ -53,7 +53,7 @@ class ModelConfig:
 
 # The task names, beside the config that selects one: the registry (lora_ft/tasks) imports TaskConfig, so config must
 # not import the registry back; tests/tasks/test_registry.py checks the two agree.
-TASK_NAMES = ("e2e", "wikisql", "mnli", "samsum")
+TASK_NAMES = ("e2e", "wikisql", "mnli", "samsum", "custom")
 
 
 @dataclass
@@ -91,6 +91,18 @@ class TaskConfig:
         "whose training, selection and scored rows overlap is refused",
     )
     max_length: int = option(512, help="maximum tokens of one training example (context + target)")
+    # task.name: custom (lora_ft/tasks/custom.py): your own data with the paper's conventions
+    prompt: str | None = option(
+        None, help="custom: the prompt template over your columns, e.g. 'Question: {question}\\nAnswer:' (the context)"
+    )
+    target: str | None = option(None, help="custom: the column holding the completion (trained and scored)")
+    metric: Literal["bleu", "rouge", "accuracy", "exact_match"] | None = option(
+        None, help="custom: the score: bleu (the E2E scorer's, all targets of a prompt), rouge (SAMSum's ROUGE-1/2/L), "
+        "accuracy (by the generated words; the labels are the distinct targets) or exact_match (normalised strings)"
+    )
+    single_line: bool = option(
+        True, help="custom: a completion is one line (SAMSum's and MNLI's rule); false: E2E's (EOS or a blank line)"
+    )
 
     def __post_init__(self):
         require(self.max_length > 0, f"task.max_length must be positive, got {self.max_length}")

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .atomic import check_writable, disk_full_advice
+from .yaml12 import dump_yaml
 from .build import RANDOM_BASE_KEY, rebuilt_model, seeded_base_model
 from .checkpoint import TRAINED_FILE, load_trained
 from .divergence import check_finite_weights
@@ -33,7 +34,7 @@ from .models.architecture import max_positions
 from .generate import BeamSearchConfig, beam_search, decode_completion
 from .models.loading import load_tokenizer
 from .schema import ConfigError
-from .results import Evaluation, ResultsError, RunResults, collect_environment, read_results, record_evaluation, write_results, write_text_atomic
+from .results import Evaluation, ParameterCounts, ResultsError, RunResults, collect_environment, read_results, record_evaluation, write_results, write_text_atomic
 from .tasks import get_task
 from .data import virtual_tokens_for
 from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, folder_contents, refuse_foreign_files, run_dir_of
@@ -147,17 +148,31 @@ EVAL_DISK_FULL_ADVICE = "eval decodes again from the start; the run's weights an
 @disk_full_advice(EVAL_DISK_FULL_ADVICE)
 def evaluate_config(
     cfg: RunConfig, *, base: bool = False, split: str | None = None, overwrite: bool = False, command: str | None = None,
-    meteor: bool = True,
+    meteor: bool = True, adapter: str | Path | None = None,
 ) -> tuple[Path, list[Evaluation]]:
     """`lora-ft eval --config`: score a model without training it, in a run directory of its own (output.dir).
 
-    With `base`, the plain base model; otherwise the config's method applied and untrained (LoRA: the base model, as
-    B = 0; a prefix method: its initialisation). Recorded as epoch 0. A used run directory is refused unless `overwrite`.
+    With `base`, the plain base model; with `adapter`, a peft adapter folder on the config's base model (its method
+    section becomes `method.name: peft` with the adapter's settings; scored_model.py); otherwise the config's method
+    applied and untrained (LoRA: the base model, as B = 0; a prefix method: its initialisation). Recorded as epoch 0
+    (the adapter: as a final model). A model folder (model.name_or_path) and an adapter are recorded with their
+    provenance (results.json extra "scored_model"). A used run directory is refused unless `overwrite`.
     """
+    from .scored_model import SCORED_KEY, adapter_method_section, adapter_record, adapter_settings, check_adapter_base
+    from .scored_model import folder_record
+
     run_dir = run_dir_of(cfg)
     split = split or cfg.decoding.split
     get_task(cfg.task).check_source((split,))  # before anything is written or loaded
     check_writable(run_dir, "output.dir", "choose another output.dir, or make that folder writable")
+    record, config = (folder_record(cfg.model.name_or_path) if base else None), cfg.to_dict()
+    if adapter is not None:
+        if base:
+            raise ConfigError("eval --adapter scores the adapter on the config's base model; --base scores the base alone")
+        settings = adapter_settings(adapter)
+        config["method"] = adapter_method_section(adapter, settings)
+        check_adapter_base(cfg, adapter, settings)
+        record = adapter_record(adapter, settings)
     # One writer per run directory (run_lock.py): two `eval --config` into one output.dir cannot both create it.
     with RunLock(run_dir, command=command or f"lora-ft eval --config {cfg.source}"):
         used = [p for p in run_dir.iterdir() if p.name != LOCK_FILENAME]
@@ -169,11 +184,20 @@ def evaluate_config(
             )
         # The header marks config.yaml as lora-ft's (run_dir.CONFIG_HEADERS): a later --overwrite may replace it.
         header = f"# lora-ft eval --config: {command or cfg.source}\n"
-        write_text_atomic(run_dir / CONFIG_FILE, header + cfg.to_yaml(), overwrite=True)
-        results = RunResults.start(run_dir.name, cfg.to_dict(), environment=collect_environment())
+        write_text_atomic(run_dir / CONFIG_FILE, header + dump_yaml(config, sort_keys=False), overwrite=True)
+        results = RunResults.start(run_dir.name, config, environment=collect_environment())
         results.status = "evaluated"
+        if record is not None:
+            results.extra[SCORED_KEY] = record
+        if adapter is not None:  # the adapter's size as peft counts it on this model (shapes only)
+            from .build import count_for_config
+            from .config import config_from_dict
+
+            results.parameters = ParameterCounts(**{k: v for k, v in count_for_config(config_from_dict(
+                config, str(adapter))).items() if k in ("trainable", "total", "by_kind")})
         write_results(run_dir, results)
-        return run_dir, evaluate_run(run_dir, split=split, base=base, untrained=not base, meteor=meteor)
+        return run_dir, evaluate_run(run_dir, split=split, base=base, untrained=not base and adapter is None,
+                                     meteor=meteor, adapter=adapter)
 
 
 @disk_full_advice(EVAL_DISK_FULL_ADVICE)
@@ -186,6 +210,7 @@ def evaluate_run(
     untrained: bool = False,
     device: str | None = None,
     meteor: bool = True,
+    adapter: str | Path | None = None,
 ) -> list[Evaluation]:
     """Decode and score the run's weights of each chosen epoch; with `base`, the untrained base model instead
     (recorded as epoch 0), the reference point that shows what training added; with `untrained`, the config's method
@@ -197,7 +222,7 @@ def evaluate_run(
     split = split or cfg.decoding.split
     task = get_task(cfg.task)
     task.check_source((split,))
-    chosen = [0] if (base or untrained) else resolve_epochs(run_dir, epochs)
+    chosen = [0] if (base or untrained) else [None] if adapter is not None else resolve_epochs(run_dir, epochs)
     results = read_results(run_dir)
     if None in chosen and results.status not in ("trained", "evaluated"):
         # A run still training (or stopped) has no final weights of its own: an older run's may still lie there.
@@ -206,7 +231,7 @@ def evaluate_run(
             "evaluate an epoch's checkpoint instead (--epochs N, best or all)"
         )
     for epoch in chosen:  # a diverged run's NaN weights decode to garbage: refuse them before loading any model
-        if epoch != 0:
+        if epoch != 0 and adapter is None:
             check_finite_weights(weights_dir(run_dir, epoch))
     examples = task.load(split)
     items = task.eval_items(examples)
@@ -221,7 +246,14 @@ def evaluate_run(
     evaluations = []
     for epoch in chosen:
         # Built as training built it (seeded): a random_init base is drawn again, the same every time.
-        if epoch == 0 and not untrained:
+        if adapter is not None:  # a peft adapter on the config's base, merged as a peft run's is (scored_model.py)
+            from .scored_model import load_adapter
+
+            model, method = load_adapter(cfg, adapter)
+            if method.mergeable:
+                method.merge(model)
+            virtual = virtual_tokens_for(method, model)
+        elif epoch == 0 and not untrained:
             model, virtual = seeded_base_model(cfg), VirtualTokens()
         elif epoch == 0:
             adapted = rebuilt_model(cfg)
@@ -248,7 +280,8 @@ def evaluate_run(
         predictions = [task.end_completion(decode_completion(tokenizer, ids, blank_line_ends=not task.single_line))
                        for ids in outputs]
         seconds = time.time() - start
-        label = {None: "final", 0: "untrained" if untrained else "base"}.get(epoch, f"epoch{epoch}")
+        label = {None: "adapter" if adapter is not None else "final", 0: "untrained" if untrained else "base"}.get(
+            epoch, f"epoch{epoch}")
         predictions_file = f"predictions-{split}-{label}.txt"
         # Written before scoring: a scorer that fails (METEOR without Java) must not lose the decoding.
         write_predictions(run_dir, predictions_file.removesuffix(".txt"), predictions, items)

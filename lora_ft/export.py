@@ -65,8 +65,8 @@ class ExportError(UserError, ValueError):
 
 def formats_for(method: Method) -> tuple[str, ...]:
     """The export formats that hold what `method` trained."""
-    if method.name == "lora":
-        return FORMATS
+    if method.name in ("lora", "peft"):  # peft: save_pretrained; merged where peft can merge the type
+        return FORMATS if method.mergeable else ("peft", "lora-ft")
     if method.mergeable:  # BitFit, FT, FT^Top: the trained tensors are the model's own
         return ("merged", "lora-ft")
     return ("lora-ft",)
@@ -92,6 +92,7 @@ def check_format(method: Method, fmt: str) -> None:
     else:
         why = ("its virtual tokens are inputs the base model does not have, which cannot be merged into its weights"
                if prefix else "its adapter layers add computation, which cannot be merged into the base weights")
+        why = "peft cannot merge this type into the base weights" if method.name == "peft" and not prefix else why
     raise ExportError(f"{method.label} cannot be exported as '{fmt}': {why}; formats for {method.label}: "
                       f"{', '.join(formats)} (lora-ft: the trained tensors and run config, which lora-ft loads)")
 
@@ -198,15 +199,13 @@ def _check_plain(model: nn.Module) -> None:
 
 def _peft_factors(layer: LoraLayer) -> tuple[torch.Tensor, torch.Tensor]:
     """(A', B') in peft's layout: A' (n*r x in), B' (out x n*r) with slice i's B in its output rows, columns i*r.."""
-    n, width, r = layer.lora_B.shape
-    a = layer.lora_A.detach()
+    r, a = layer.rank, layer.lora_A.detach()
     if layer.out_index is None:
         return a, layer.lora_B[0].detach()
     out_features = layer.base_layer.weight.shape[1 if layer.is_conv1d else 0]
-    b = layer.lora_B.new_zeros(out_features, n * r)
-    for i in range(n):
-        rows = layer.out_index[i * width : (i + 1) * width]
-        b[rows, i * r : (i + 1) * r] = layer.lora_B[i].detach()
+    b = layer.lora_B.new_zeros(out_features, len(layer.slice_names) * r)
+    for i, (rows, (_, b_i)) in enumerate(zip(layer.slice_rows(), layer.factors().values())):
+        b[rows, i * r : (i + 1) * r] = b_i
     return a, b
 
 
@@ -244,6 +243,14 @@ def peft_lora_config(model: nn.Module, method: Method, base_model: str | None = 
     )
 
 
+def _name_base(folder: Path, base_model: str | None) -> None:
+    """adapter_config.json names `base_model` (None: no name); peft's save_pretrained fills a None in from the model's
+    own path, which for a random_init run is only where its architecture config came from."""
+    path = folder / "adapter_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), "base_model_name_or_path": base_model},
+                               indent=2, sort_keys=True), encoding="utf-8")
+
+
 def _number(x: float) -> int | float:
     """32.0 -> 32: peft's config declares lora_alpha an int; keep a fractional alpha as it is."""
     return int(x) if float(x).is_integer() else float(x)
@@ -251,9 +258,10 @@ def _number(x: float) -> int | float:
 
 def export_peft(
     model: nn.Module, method: Method, arch: Architecture, out_dir: str | Path, *, overwrite: bool = False,
-    base_model: str | None = None, card=None,
+    base_model: str | None = None, card=None, record: dict | None = None,
 ) -> Path:
-    """Write the LoRA layers of `model` as a peft adapter in `out_dir`; returns the directory.
+    """Write the LoRA layers of `model` as a peft adapter in `out_dir`; returns the directory. `record`: more for the
+    folder's manifest (a random_init run's base fingerprint, which `eval --adapter` checks).
 
     `base_model`: the name its adapter_config.json gives the base (what the user configured; None: peft's guess, the
     model's own path). Load it with `AutoPeftModelForCausalLM.from_pretrained(out_dir)`, or
@@ -263,6 +271,12 @@ def export_peft(
     from peft import get_peft_model
 
     check_format(method, "peft")
+    if method.name == "peft":  # peft's own method: its own save_pretrained
+        check_target(out_dir, overwrite)
+        card = card or model_card(method, "peft", base_model)
+        return _write_export(out_dir, overwrite, "peft", lambda folder: (
+            method.save_adapter(str(folder), base_model), _name_base(folder, base_model), card.save(folder / "README.md")),
+            record)
     layers = lora_layers(model)
     if not layers:
         raise ExportError("the model holds no LoRA layers: apply the LoRA method before a peft export")
@@ -290,12 +304,13 @@ def export_peft(
                     lora_a.copy_(a)
                     lora_b.copy_(b)
             peft_model.save_pretrained(str(folder))
+            _name_base(folder, base_model)
         finally:
             for p in model.parameters():
                 p.requires_grad_(flags[id(p)])
         card.save(folder / "README.md")  # replaces peft's, whose base_model is the model's own (cache) path
 
-    return _write_export(out_dir, overwrite, "peft", write)
+    return _write_export(out_dir, overwrite, "peft", write, record)
 
 
 # -------------------------------------------------------------------------------------------------------------- merged
@@ -313,7 +328,9 @@ def export_merged(
     check_format(method, "merged")
     check_target(out_dir, overwrite)
     layers = lora_layers(model)
-    if layers:
+    if method.name == "peft":
+        plain = method.merged_copy()  # merge_and_unload on a copy
+    elif layers:
         # Copy only the weights the merge changes; merge there and drop the wrappers. `model` stays as it was.
         plain = _shared_copy(model, own={id(layer.base_layer.weight) for layer in layers.values()})
         for layer in lora_layers(plain).values():
@@ -415,8 +432,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "peft", o
         # else could load.
         base = None if cfg.model.random_init else os.path.expanduser(cfg.model.name_or_path)
         card = model_card(built.method, fmt, base, cfg, results)
-        if fmt == "peft":
-            return export_peft(built.model, built.method, built.arch, out_dir, overwrite=overwrite, base_model=base, card=card)
+        if fmt == "peft":  # a random base has no name: its fingerprint lets `eval --adapter` check it
+            from .build import base_fingerprint
+
+            record = {RANDOM_BASE_KEY: base_fingerprint(cfg)} if cfg.model.random_init else None
+            return export_peft(built.model, built.method, built.arch, out_dir, overwrite=overwrite, base_model=base,
+                               card=card, record=record)
         if fmt == "merged":
             tokenizer = load_tokenizer(cfg.model)
             return export_merged(built.model, built.method, built.arch, tokenizer, out_dir, overwrite=overwrite,

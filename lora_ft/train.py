@@ -184,7 +184,7 @@ class Trainer:
             num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command,
             optimizer=describe_optimizer(cfg.training), batches=self.packing.describe(),
             losses=loss_descriptions(cfg.training.label_smoothing), **({"search": self.search} if self.search else {}),
-        )
+            **self.method.results_record())  # a method's own record (peft: its resolved config and count)
         if self.log_with:
             start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict())
 

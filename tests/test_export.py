@@ -42,6 +42,9 @@ PEFT_CASES = [
     ("gpt2", {"targets": ["q", "v", "o"]}),  # c_attn rank 4 (2 slices), c_proj rank 2: patterns
     ("llama", {"targets": ["q", "v", "o"], "rank_per_target": {"o": 3}}),
     ("gpt_neox", {"targets": ["k"], "layers": [1]}),
+    ("phi3", {}),  # q, v on the fused qkv_proj, v narrower than q (grouped-query attention): rank 2r
+    ("gemma", {}),
+    ("mixtral", {}),
 ]
 
 
@@ -104,7 +107,8 @@ def test_peft_export_refuses_a_merged_model(tiny, tmp_path):
 
 # -------------------------------------------------------------------------------------------------------------- merged
 
-MERGED_CASES = [("gpt2", "lora"), ("gpt_neox", "lora"), ("llama", "lora"), ("gpt2", "bitfit"), ("opt", "ft"), ("gptj", "ft_top")]
+MERGED_CASES = [("gpt2", "lora"), ("gpt_neox", "lora"), ("llama", "lora"), ("gpt2", "bitfit"), ("opt", "ft"), ("gptj", "ft_top"),
+                ("phi3", "lora"), ("gemma", "lora"), ("qwen2_moe", "bitfit")]
 
 
 @pytest.mark.parametrize("family, method_name", MERGED_CASES)

@@ -51,22 +51,48 @@ COLUMNS: dict[str, MetricColumn] = {
         MetricColumn("samsum_r1", "SAMSum R1", "samsum", ("rouge1", "r1"), 1),
         MetricColumn("samsum_r2", "SAMSum R2", "samsum", ("rouge2", "r2"), 1),
         MetricColumn("samsum_rl", "SAMSum RL", "samsum", ("rougel", "rl"), 1),
+        # task.name: custom (your own data), one layout per task.metric
+        MetricColumn("custom_bleu", "BLEU", "custom", ("bleu",), 1),
+        MetricColumn("custom_rouge1", "ROUGE-1", "custom", ("rouge1",), 1),
+        MetricColumn("custom_rouge2", "ROUGE-2", "custom", ("rouge2",), 1),
+        MetricColumn("custom_rougel", "ROUGE-L", "custom", ("rougel",), 1),
+        MetricColumn("custom_acc", "Acc.", "custom", ("accuracy",), 1),
+        MetricColumn("custom_em", "EM", "custom", ("exactmatch",), 1),
     )
 }
 LAYOUT_COLUMNS: dict[str, tuple[str, ...]] = {
     "table3": ("bleu", "nist", "meteor", "rouge_l", "cider"),
     "table4": ("wikisql_acc", "mnli_acc", "samsum_r1", "samsum_r2", "samsum_rl"),
+    "custom-bleu": ("custom_bleu",),
+    "custom-rouge": ("custom_rouge1", "custom_rouge2", "custom_rougel"),
+    "custom-accuracy": ("custom_acc",),
+    "custom-exact_match": ("custom_em",),
 }
-# The metric that picks a seed's best evaluation.
+# The tasks of each layout's rows.
+LAYOUT_TASKS: dict[str, tuple[str, ...]] = {"table3": ("e2e",), "table4": ("wikisql", "mnli", "samsum"),
+                                            **{key: ("custom",) for key in LAYOUT_COLUMNS if key.startswith("custom-")}}
+# The metric that picks a seed's best evaluation (a custom task's: its task.metric's primary, `primary_column`).
 PRIMARY_METRIC: dict[str, str] = {"e2e": "bleu", "wikisql": "wikisql_acc", "mnli": "mnli_acc", "samsum": "samsum_rl"}
+CUSTOM_PRIMARY: dict[str, str] = {"bleu": "custom_bleu", "rouge": "custom_rougel", "accuracy": "custom_acc",
+                                  "exact_match": "custom_em"}
 # The split a task is reported on, first match wins.
 DEFAULT_SPLITS: dict[str, tuple[str, ...]] = {
     "e2e": ("test",),
     "wikisql": ("validation", "dev"),
     "mnli": ("validation_matched", "validation"),
     "samsum": ("test",),
+    "custom": ("test",),
 }
-TASK_LABELS = {"e2e": "E2E", "wikisql": "WikiSQL", "mnli": "MNLI-m", "samsum": "SAMSum"}
+TASK_LABELS = {"e2e": "E2E", "wikisql": "WikiSQL", "mnli": "MNLI-m", "samsum": "SAMSum", "custom": "custom task"}
+
+
+def primary_column(results: RunResults, task: str) -> MetricColumn | None:
+    """The column whose metric picks a seed's best evaluation: the task's, or a custom task's task.metric's."""
+    if task == "custom":
+        key = CUSTOM_PRIMARY.get(str((results.config.get("task") or {}).get("metric")))
+    else:
+        key = PRIMARY_METRIC.get(task)
+    return COLUMNS[key] if key else None
 
 
 def _norm(name: str) -> str:
@@ -140,7 +166,7 @@ def select_evaluation(
         if not at_best:  # only the epochs `lora-ft eval --epochs` decoded have scores
             return None, f"n/a: epoch {best_epoch} (lowest validation loss) not evaluated on {chosen_split}"
         return at_best[-1], None
-    primary = COLUMNS[PRIMARY_METRIC[task]] if task in PRIMARY_METRIC else None
+    primary = primary_column(results, task)
     if primary is None:
         return candidates[-1], None
     looked_up = [lookup_score(e.scores, primary) for e in candidates]

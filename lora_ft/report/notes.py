@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lora_ft.report.cells import COLUMNS, DEFAULT_SPLITS, LAYOUT_COLUMNS, PRIMARY_METRIC, TASK_LABELS
+from lora_ft.report.cells import COLUMNS, DEFAULT_SPLITS, LAYOUT_COLUMNS, LAYOUT_TASKS, PRIMARY_METRIC, TASK_LABELS
 from lora_ft.report.intervals import BOOTSTRAP_SEED, LEVEL, RESAMPLES
 from lora_ft.report.not_applicable import NotApplicable
 from lora_ft.report.paper_numbers import (
@@ -14,7 +14,6 @@ from lora_ft.report.paper_numbers import (
     GPT3_LABEL,
     SHARE_MATCH_FACTOR,
     TABLE4_FLUCTUATION,
-    TASKS_TABLE3,
     TASKS_TABLE4,
     paper_model_total,
 )
@@ -58,14 +57,16 @@ def shown(path: Path) -> Path:
 def footnotes(rows: list[Row], ctx: TableContext) -> list[str]:
     """Plain-text notes under the table (renderers escape them)."""
     layout, split = ctx.layout, ctx.split
-    tasks = TASKS_TABLE3 if layout == "table3" else TASKS_TABLE4
+    tasks = LAYOUT_TASKS[layout]
     splits = split or ", ".join(f"{TASK_LABELS[t]} {DEFAULT_SPLITS[t][0]}" for t in tasks)
+    paper = (f"{ctx.paper_header}: the matching row of the paper's Table {3 if layout == 'table3' else 4} and the "
+             "difference ours - paper; * marks numbers the paper took from prior work." if layout in ("table3", "table4")
+             else f"{ctx.paper_header}: none, the paper has no row for a task of your own.")
     notes = [
         f"Scores: mean±sample std (ddof=1) over seeds; each seed's score from {EPOCH_RULES[ctx.epoch]}; split: {splits}.",
         *interval_notes(rows),
         "Trainable parameters: counted on the runs themselves (results.json), not copied from the paper.",
-        f"{ctx.paper_header}: the matching row of the paper's Table {3 if layout == 'table3' else 4} and the difference ours - paper; "
-        "* marks numbers the paper took from prior work. Bold: best value per column.",
+        paper + " Bold: best value per column.",
         "LR: the run's learning rate, and whether a search chose it (training.selected_by: the grid and the criterion, "
         "measured on the selection split; \"at the grid's edge\" when the choice is the grid's smallest or largest).",
     ]

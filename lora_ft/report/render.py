@@ -97,7 +97,7 @@ def _seeds_text(row: Row, layout: str) -> str:
             return "n/a"
         return str(len(row.groups[task].runs_by_seed())) if task in row.groups else "-"  # seeds, not runs
 
-    return seeds(row.first.task) if layout == "table3" else " / ".join(seeds(t) for t in TASKS_TABLE4)
+    return seeds(row.first.task) if layout != "table4" else " / ".join(seeds(t) for t in TASKS_TABLE4)
 
 
 def _trainable_text(row: Row) -> str:
@@ -112,7 +112,7 @@ def _markdown_escape(text: str) -> str:
 
 def render_markdown(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]) -> str:
     layout = ctx.layout
-    header = ["Model & Method", "# Trainable", "Seeds" if layout == "table3" else "Seeds (W / M / S)"]
+    header = ["Model & Method", "# Trainable", "Seeds" if layout != "table4" else "Seeds (W / M / S)"]
     align = ["---", "---:", "---:"]
     for key in LAYOUT_COLUMNS[layout]:
         header += [COLUMNS[key].header, *([CI_HEADER] if has_interval(key) else []), ctx.paper_header]
@@ -188,7 +188,7 @@ def render_latex(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]
     pm = r"$\pm$"
     keys = LAYOUT_COLUMNS[layout]
     spec = "lrr" + "".join("rrr" if has_interval(k) else "rr" for k in keys) + "lll"
-    header = ["Model \\& Method", r"\# Trainable", "Seeds" if layout == "table3" else "Seeds (W / M / S)"]
+    header = ["Model \\& Method", r"\# Trainable", "Seeds" if layout != "table4" else "Seeds (W / M / S)"]
     for key in keys:
         header += [latex_escape(COLUMNS[key].header), *([latex_escape(CI_HEADER)] if has_interval(key) else []),
                    latex_escape(ctx.paper_header)]
@@ -222,7 +222,8 @@ def render_latex(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]
         cells.append(latex_escape("; ".join(row.notes)))
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\hline", r"\end{tabular}"]
-    caption = "GPT-2 on E2E (Table 3 layout)" if layout == "table3" else "WikiSQL, MNLI-m, SAMSum (Table 4 layout)"
+    caption = {"table3": "GPT-2 on E2E (Table 3 layout)", "table4": "WikiSQL, MNLI-m, SAMSum (Table 4 layout)"}.get(
+        layout, f"A custom task ({layout.removeprefix('custom-')})")
     if layout == "table3" and ctx.compare_with is not None and any(r.paper and not r.paper.same_model for r in rows):
         caption = f"E2E (Table 3 layout); paper columns: {GPT2_MODELS[ctx.compare_with]}'s numbers, a different model"
     lines.append(r"\caption{" + latex_escape(caption) + "}")

@@ -9,10 +9,11 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from lora_ft.report.cells import COLUMNS, LAYOUT_COLUMNS, TASK_LABELS, Cell, score_cell
+from lora_ft.report.cells import COLUMNS, LAYOUT_COLUMNS, LAYOUT_TASKS, TASK_LABELS, Cell, score_cell
 from lora_ft.report.not_applicable import NotApplicable
-from lora_ft.report.paper_numbers import TASKS_TABLE3, TASKS_TABLE4, PaperMatch, match_paper_row
-from lora_ft.report.runs import ConfigGroup, canonical_json
+from lora_ft.report.paper_numbers import TASKS_TABLE4, PaperMatch, match_paper_row
+from lora_ft.methods.peft_types import peft_label
+from lora_ft.report.runs import ConfigGroup, canonical_json, scored_model
 
 # Paper order of methods, used to order rows.
 METHOD_ORDER: dict[str, tuple[str, ...]] = {
@@ -22,8 +23,9 @@ METHOD_ORDER: dict[str, tuple[str, ...]] = {
 
 
 
-def method_label(method: Mapping[str, Any]) -> str:
-    """Short method name with its size: "LoRA r=4 q,v", "Adapter^L b=6", "PreLayer l_p=10, l_i=0", "FT^Top2"."""
+def method_label(method: Mapping[str, Any], resolved: Mapping[str, Any] | None = None) -> str:
+    """Short method name with its size: "LoRA r=4 q,v", "Adapter^L b=6", "PreLayer l_p=10, l_i=0", "FT^Top2",
+    "peft LoRA+DoRA r=8 q_proj,v_proj" (`resolved`: a peft run's config with peft's defaults, results.json)."""
     name = str(method.get("name", "?")).lower()
     if name == "lora":
         targets = method.get("targets")
@@ -41,6 +43,8 @@ def method_label(method: Mapping[str, Any]) -> str:
         return f"{base} l_p={method.get('prefix_length', '?')}, l_i={method.get('infix_length', 0)}"
     if name == "ft_top":
         return f"FT^Top{method.get('top_k', '?')}"
+    if name == "peft":  # the resolved config (with peft's defaults) where the run recorded it
+        return f"peft {peft_label(resolved or method.get('peft') or {})}"
     return {"ft": "FT", "bitfit": "BitFit", "base": "base model, untrained"}.get(name, name)
 
 
@@ -119,10 +123,22 @@ def _table4_rows(groups: list[ConfigGroup]) -> list[Row]:
     return rows
 
 
+def _group_method_label(group: ConfigGroup) -> str:
+    """A scored lora-ft export folder's provenance label ("merged export"), else the method's (a peft run's from the
+    resolved config it recorded)."""
+    run = group.runs[0] if group.runs else None
+    if run is None:
+        return method_label(group.method)
+    scored = scored_model(run) or {}
+    if scored.get("kind") == "model folder" and scored.get("label"):
+        return str(scored["label"])
+    return method_label(group.method, (run.results.extra.get("peft") or {}).get("config"))
+
+
 def _label_rows(rows: list[Row]) -> None:
     for row in rows:
         untrained = ", untrained" if row.untrained == "method" else ""
-        row.label = f"{row.first.model_name} ({method_label(row.first.method)}{untrained})"
+        row.label = f"{row.first.model_name} ({_group_method_label(row.first)}{untrained})"
     by_label: dict[str, list[Row]] = {}
     for row in rows:
         by_label.setdefault(row.label, []).append(row)
@@ -145,7 +161,7 @@ def build_rows(
     groups: list[ConfigGroup], layout: str, *, epoch: str = "best", split: str | None = None,
     not_applicable: list[NotApplicable] = (), compare_with: str | None = None,
 ) -> list[Row]:
-    """Rows of ``layout`` ("table3" / "table4") with their cells scored, paper rows matched, and best cells marked.
+    """Rows of ``layout`` ("table3" / "table4" / "custom-<metric>") with their cells scored, paper rows matched, and best cells marked.
 
     ``not_applicable``: refused configs become rows (or join the row of their model + method) whose cells of that
     task say "n/a: <short reason>"; a whole task's entry fills that task's empty cells of every row the same way.
@@ -154,10 +170,10 @@ def build_rows(
     refused = [ConfigGroup(e.identity, [], e) for e in not_applicable if e.config is not None]
     whole_task = {e.task: e for e in not_applicable if e.config is None}
     groups = [*groups, *refused]
-    if layout == "table3":
-        rows = [Row({g.task: g}) for g in groups if g.task in TASKS_TABLE3]
-    else:
+    if layout == "table4":
         rows = _table4_rows([g for g in groups if g.task in TASKS_TABLE4])
+    else:  # Table 3 and a custom task's table: one task, a row per configuration
+        rows = [Row({g.task: g}) for g in groups if g.task in LAYOUT_TASKS[layout]]
     for row in rows:
         row.not_applicable = {t: g.not_applicable for t, g in row.groups.items() if g.not_applicable is not None}
         row.not_applicable.update({t: e for t, e in whole_task.items() if t not in row.groups})
@@ -174,7 +190,7 @@ def build_rows(
         if row.untrained is None:  # the untrained model reproduces no row of the paper
             row.paper = match_paper_row(row.first.identity, trainable[0] if len(trainable) == 1 else None,
                                         compare_with=compare_with, total=totals[0] if len(totals) == 1 else None)
-    order = METHOD_ORDER[layout]
+    order = METHOD_ORDER.get(layout, METHOD_ORDER["table3"])
     model_rank = {"gpt2-medium": 0, "gpt2-large": 1}
 
     def sort_key(row: Row) -> tuple:

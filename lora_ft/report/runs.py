@@ -16,6 +16,8 @@ from lora_ft.errors import UserError
 from lora_ft.report.paper_numbers import GPT2_MODELS, model_key
 from lora_ft.results import RESULTS_FILENAME, ResultsError, RunResults, read_results
 
+SCORED_KEY = "scored_model"  # lora_ft.scored_model.SCORED_KEY: results.json's record of a scored adapter or folder
+
 
 class ReportError(UserError, ValueError):
     """The runs given cannot make the requested table, plot or analysis (the message says why and what to do)."""
@@ -94,6 +96,12 @@ def untrained_only(results: RunResults) -> bool:
     return not results.epochs and bool(results.evaluations) and all(ev.epoch == 0 for ev in results.evaluations)
 
 
+def scored_model(run: LoadedRun) -> dict[str, Any] | None:
+    """The provenance of a model `lora-ft eval --config` scored (an adapter or a model folder), or None."""
+    record = run.results.extra.get(SCORED_KEY)
+    return record if isinstance(record, dict) else None
+
+
 def config_identity(config: Mapping[str, Any], untrained: str | None = None) -> dict[str, Any]:
     """The config without what differs between seeds of one configuration (seed, output section, sweep).
 
@@ -170,5 +178,7 @@ def group_runs(runs: Sequence[LoadedRun]) -> list[ConfigGroup]:
     groups: dict[str, ConfigGroup] = {}
     for run in runs:
         identity = config_identity(run.results.config, run.untrained)
-        groups.setdefault(canonical_json(identity), ConfigGroup(identity)).runs.append(run)
+        # Scored folders are models of their own even under one config (two adapters of one method and size).
+        where = (scored_model(run) or {}).get("path")
+        groups.setdefault(canonical_json([identity, where]), ConfigGroup(identity)).runs.append(run)
     return list(groups.values())

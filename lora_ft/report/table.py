@@ -42,7 +42,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from lora_ft.report.cells import COLUMNS, EPOCH_CHOICES, LAYOUT_COLUMNS, select_evaluation
+from lora_ft.report.cells import COLUMNS, EPOCH_CHOICES, LAYOUT_COLUMNS, LAYOUT_TASKS, select_evaluation
 from lora_ft.report.not_applicable import read_not_applicable
 from lora_ft.report.paper_numbers import GPT2_MODELS, TASKS_TABLE3, TASKS_TABLE4
 from lora_ft.report.intervals import attach_intervals
@@ -61,7 +61,7 @@ from lora_ft.report.runs import ConfigGroup, ReportError, Skipped, group_runs, l
 # Re-exported: the names callers import from here (the table's entry point).
 __all__ = ["ReportError", "build_table", "choose_layout", "format_mean_std", "latex_escape", "select_evaluation"]
 
-LAYOUTS = ("auto", "table3", "table4")
+LAYOUTS = ("auto", *LAYOUT_COLUMNS)
 FORMATS = ("markdown", "latex", "csv", "json")
 
 
@@ -74,9 +74,14 @@ def choose_layout(groups: Sequence[ConfigGroup], extra_tasks: Sequence[str] = ()
         return "table3"
     if tasks and tasks <= set(TASKS_TABLE4):
         return "table4"
+    metrics = sorted({str((g.identity.get("task") or {}).get("metric")) for g in groups if g.task == "custom"})
+    if tasks == {"custom"} and len(metrics) == 1 and f"custom-{metrics[0]}" in LAYOUT_COLUMNS:
+        return f"custom-{metrics[0]}"  # your own data: one table per metric
     raise ReportError(
-        f"cannot choose a layout for runs of tasks {sorted(tasks)}: Table 3 is E2E, Table 4 is WikiSQL/MNLI/SAMSum; "
-        "pass layout='table3' or 'table4' (runs of other tasks are then left out) or give fewer run directories"
+        f"cannot choose a layout for runs of tasks {sorted(tasks)}"
+        + (f" (custom metrics {', '.join(metrics)})" if metrics else "")
+        + ": Table 3 is E2E, Table 4 is WikiSQL/MNLI/SAMSum, a custom task's table has one task.metric; pass a layout "
+        f"({', '.join(LAYOUTS[1:])}: runs of other tasks are then left out) or give fewer run directories"
     )
 
 
@@ -114,7 +119,7 @@ def build_table(
     groups = group_runs(runs)
     if layout == "auto":
         layout = choose_layout(groups, [e.task for e in not_applicable if e.config is not None])
-    tasks = TASKS_TABLE3 if layout == "table3" else TASKS_TABLE4
+    tasks = LAYOUT_TASKS[layout]
     for group in groups:
         if group.task not in tasks:
             skipped.extend(Skipped(r.run_dir, f"task {group.task!r} is not in the {layout} layout") for r in group.runs)
