@@ -14,7 +14,6 @@ from lora_ft.report.paper_numbers import (
     GPT3_LABEL,
     SHARE_MATCH_FACTOR,
     TABLE4_FLUCTUATION,
-    TASKS_TABLE4,
     paper_model_total,
 )
 from lora_ft.report.rows import Row
