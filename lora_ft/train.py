@@ -191,8 +191,9 @@ class Trainer(Saving):
         )
         if self.search is not None:
             self.results.extra["search"] = self.search
-        if self.log_with:
-            start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict())
+        if self.log_with:  # a resumed run continues its W&B / MLflow run (trackers.py)
+            resumed = self.results.extra.get("trackers") if self.resume else None
+            self.results.extra["trackers"] = start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict(), resumed)
 
     # -- loop --------------------------------------------------------------------------------------------------------
 
