@@ -6,9 +6,11 @@ checkpoint.py does, would need the whole state in one process's memory (a 7B ful
 56 GB of AdamW moments). Here each process saves only its shard, through PyTorch's distributed checkpointing
 (`torch.distributed.checkpoint`, "DCP") with its safetensors storage (`HuggingFaceStorageWriter`, one file per process):
 
-    checkpoints/<name>/model/shard-0000<r+1>-model-00001-of-00001.safetensors       process r's part of the trained tensors
-    checkpoints/<name>/optimizer/shard-0000<r+1>-model-00001-of-00001.safetensors   process r's part of AdamW's tensors
-    checkpoints/<name>/optimizer.json                                               the optimizer's other values (lr, betas, steps)
+    checkpoints/<name>/model/shard-0000<r+1>-model-000<i>-of-000<n>.safetensors       process r's part of the trained tensors
+    checkpoints/<name>/optimizer/shard-0000<r+1>-model-000<i>-of-000<n>.safetensors   process r's part of AdamW's tensors
+    checkpoints/<name>/optimizer.json                                                 the optimizer's other values (lr, betas, steps)
+
+(file i of n: one per transformer block, one per other tensor: `file_groups`, so that no file is large.)
 
 Each safetensors file records the offsets of its pieces in their full tensors, so DCP reads the same checkpoint into
 any number of processes (resharding) or into one process without a process group (`read_sharded_model`: `lora-ft
@@ -59,10 +61,30 @@ def fsdp_on_cpu(accelerator) -> bool:
     plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* variables
     if plugin.fsdp_version != 2:
         raise ConfigError("FSDP on CPU processes needs fsdp_version: 2 in the accelerate config (configs/accelerate/)")
+    if plugin.cpu_offload is not None and getattr(plugin.cpu_offload, "pin_memory", False):
+        from torch.distributed.fsdp import CPUOffloadPolicy
+
+        plugin.cpu_offload = CPUOffloadPolicy(pin_memory=False)  # pinned memory needs an accelerator
     accelerator.state.distributed_type = DistributedType.FSDP
     accelerator.state.fsdp_plugin = plugin
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # as Accelerate does on GPUs
     return True
+
+
+def check_supported(accelerator) -> None:
+    """ConfigError (one line, before the model loads) where lora-ft's checkpoints would save part of the state only:
+    DeepSpeed's ZeRO (its partitions live in DeepSpeed's objects) and FSDP1 (flattened parameters)."""
+    from .schema import ConfigError
+
+    kind = getattr(accelerator, "distributed_type", None)
+    if kind == "DEEPSPEED":
+        raise ConfigError("lora-ft does not train under DeepSpeed: ZeRO partitions the optimizer state (ZeRO-3 the "
+                          "weights too) where lora-ft's checkpoints cannot reach it, so a resume would load one "
+                          "partition; use FSDP instead (configs/accelerate/fsdp_full_shard.yaml: sharded checkpoints)")
+    plugin = getattr(getattr(accelerator, "state", None), "fsdp_plugin", None)
+    if kind == "FSDP" and getattr(plugin, "fsdp_version", 2) != 2:
+        raise ConfigError("lora-ft's sharded checkpoints need FSDP2: set fsdp_version: 2 in the accelerate config "
+                          "(as configs/accelerate/fsdp_full_shard.yaml does)")
 
 
 def local_value(tensor: torch.Tensor) -> torch.Tensor:
@@ -99,11 +121,24 @@ def _optimizer_state(model: nn.Module, optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
 
 
+def file_groups(names) -> dict[str, int]:
+    """Which file (1, 2, ...) each tensor goes to: one per block ("transformer.h.3"), one per other tensor. The
+    safetensors writer builds each file in memory before writing it: one file per process would hold that process's
+    whole shard twice while it writes."""
+    groups = sorted({_BLOCK.sub(r"\1", name) for name in names})
+    index = {group: i + 1 for i, group in enumerate(groups)}
+    return {name: index[_BLOCK.sub(r"\1", name)] for name in names}
+
+
+_BLOCK = re.compile(r"^(.*?\.\d+)\..*$")  # "state.transformer.h.3.attn.c_attn.weight.exp_avg" -> "state.transformer.h.3"
+
+
 def _save(state: dict[str, torch.Tensor], folder: Path) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
 
-    dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(folder), save_distributed=True))
+    writer = HuggingFaceStorageWriter(str(folder), fqn_to_index_mapping=file_groups(state), save_distributed=True)
+    dcp.save(state, storage_writer=writer)
 
 
 def _load(state: dict[str, torch.Tensor], folder: Path) -> None:

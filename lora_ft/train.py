@@ -55,7 +55,7 @@ from .resume import Progress, TrainingInterrupted, check_resume_config, continue
 from .stop_points import stop_point
 from .stop_signals import StopRequest, stop_signals
 from .cluster import StopAgreement
-from .sharded import fsdp_on_cpu, full_value
+from .sharded import check_supported, fsdp_on_cpu, full_value
 from .train_saving import Saving
 from .schema import ConfigError
 
@@ -122,6 +122,7 @@ class Trainer(Saving):
             project_dir=str(self.run_dir),
         )
         fsdp_on_cpu(self.accelerator)  # an FSDP config on CPU processes: sharded as on GPUs (sharded.py)
+        check_supported(self.accelerator)  # DeepSpeed and FSDP1: refused in one line
         for key, size in (("batch_size", t.batch_size), ("eval_batch_size", t.eval_batch_size)):
             if size % self.accelerator.num_processes:
                 raise ConfigError(f"training.{key} {size} is the global batch and must divide evenly over "

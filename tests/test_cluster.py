@@ -208,25 +208,46 @@ def test_two_processes_stop_after_the_same_step_when_only_one_gets_the_signal(tm
     assert_same_epochs(tmp_path / "run", tmp_path / "reference")
 
 
+ACCELERATE_CONFIGS = REPO / "configs" / "accelerate"
+
+
+def node_launchers(config_path: Path, flavour: str) -> list[list[str]]:
+    """Two launchers, machine ranks 0 and 1, one CPU process each, meeting on 127.0.0.1."""
+    port = str(free_port())
+    if flavour == "ddp":
+        return [launch_command(config_path, 2, launcher=(
+            "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+            "--main_process_port", port)) for rank in (0, 1)]
+    return [[sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / "multi_node.yaml"),
+             "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+             "--main_process_port", port, "-m", "lora_ft", "train", "--config", str(config_path)] for rank in (0, 1)]
+
+
 @pytest.mark.slow
-def test_two_nodes_on_localhost_equal_one_node_with_two_processes(tmp_path):
+@pytest.mark.parametrize("flavour", ["ddp", "fsdp"])
+def test_two_nodes_on_localhost_equal_one_node_with_two_processes(tmp_path, flavour):
     """Two launchers, `--num_machines 2 --machine_rank 0/1` with one CPU process each, meeting on 127.0.0.1 (what
     scripts/slurm/multi_node.sbatch does across hosts): the same losses and weights, bit for bit, as one launcher
-    with two processes."""
+    with two processes. DDP through launcher flags; FSDP through the shipped configs/accelerate/multi_node.yaml
+    against fsdp_full_shard.yaml on one node."""
     one_node = write_config(tmp_path / "one.yaml", tiny_run_config(tmp_path / "one", epochs=1))
     two_nodes = write_config(tmp_path / "two.yaml", tiny_run_config(tmp_path / "two", epochs=1))
-    run_launch(one_node, 2)
-    port = str(free_port())
-    launchers = [
-        subprocess.Popen(launch_command(two_nodes, 2, launcher=(
-            "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
-            "--main_process_port", port)), env=launch_env(), cwd=REPO, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for rank in (0, 1)
-    ]
+    if flavour == "ddp":
+        run_launch(one_node, 2)
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(ACCELERATE_CONFIGS / "fsdp_full_shard.yaml"), "--num_processes", "2", "--main_process_port",
+               str(free_port()), "-m", "lora_ft", "train", "--config", str(one_node)]
+        proc = subprocess.run(cmd, env=launch_env(), capture_output=True, text=True, timeout=900, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    launchers = [subprocess.Popen(cmd, env=launch_env(), cwd=REPO, text=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE) for cmd in node_launchers(two_nodes, flavour)]
     for launcher in launchers:
         _, err = launcher.communicate(timeout=900)
         assert launcher.returncode == 0, err[-3000:]
     assert read_results(tmp_path / "two").extra["num_processes"] == 2
+    if flavour == "fsdp":  # really sharded: the checkpoints hold one shard per process
+        assert {p.name[:12] for p in (tmp_path / "two" / "checkpoints" / "epoch-1" / "model").iterdir()} == {
+            "shard-00001-", "shard-00002-"}
     assert_same_weights(tmp_path / "two", tmp_path / "one")
     assert_same_epochs(tmp_path / "two", tmp_path / "one")
