@@ -100,6 +100,9 @@ def test_every_checkpoint_is_sharded_and_its_manifest_covers_every_shard(ft_runs
     for folder in ("model", "optimizer"):  # one file per block or other tensor, from each process
         assert {name.split("/")[1][:12] for name in on_disk if name.startswith(folder + "/")} == {"shard-00001-", "shard-00002-"}
     assert not (checkpoint / "trained.safetensors").exists()
+    tensors, metadata = read_trained(checkpoint)  # `eval --epochs N` reads a sharded checkpoint whole, in one process
+    assert metadata["method"] == "ft" and tensors.keys() == weights(ft_runs / "two").keys()
+    assert tensors["transformer.wte.weight"].shape == (50257, 32)
 
 
 def test_a_killed_fsdp_run_resumes_on_2_processes_bit_for_bit_past_a_damaged_shard(ft_runs, tmp_path, capsys):
