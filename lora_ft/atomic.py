@@ -24,6 +24,7 @@ import os
 import secrets
 import shutil
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator
 
@@ -78,10 +79,56 @@ def disk_full_error(path: str | os.PathLike[str], exc: BaseException, *, kept: b
             continue
         return DiskFullError(
             f"could not write {path}: {reason} ({_free_space(path)} free there). Free some space and run the command "
-            "again (a training run continues from its last checkpoint with --resume)"
-            + (f"; the previous {path.name}, if any, is kept" if kept else "")
+            f"again ({_ADVICE.get()})" + (f"; the previous {path.name}, if any, is kept" if kept else "")
         )
     return None
+
+
+# What running the command again does, in the message above; a command whose rerun is not training's says its own.
+_ADVICE: ContextVar[str] = ContextVar("disk_full_advice", default="a training run continues from its last checkpoint with --resume")
+
+
+@contextmanager
+def disk_full_advice(text: str) -> Iterator[None]:
+    """Inside the block (or the decorated function), a full disk's message ends with `text` instead of training's
+    --resume advice."""
+    token = _ADVICE.set(text)
+    try:
+        yield
+    finally:
+        _ADVICE.reset(token)
+
+
+class NotWritableError(UserError):
+    """A folder lora-ft must write into is on a read-only file system, or not the user's to write."""
+
+
+_NOT_WRITABLE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def check_writable(path: str | os.PathLike[str], what: str, fix: str) -> None:
+    """Refuse at once, in one line, an output folder that cannot be written (a read-only mount, another user's folder),
+    before any model loads or decodes: `what` names the setting (output.dir, --out), `fix` says what to do.
+
+    `path` need not exist: its nearest existing folder is tried by creating and removing a hidden empty file, since
+    permission bits say nothing of a read-only mount or of root. Other failures pass: the writes report them later."""
+    folder = Path(path)
+    while not folder.is_dir():
+        if folder.exists() or folder.parent == folder:
+            return  # a file in the way, or no folder at all: the command's own checks word it
+        folder = folder.parent
+    probe = _temporary_path(folder / ".lora-ft-write-check")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        if exc.errno in _NOT_WRITABLE_ERRNOS:
+            where = "" if folder == Path(path) else f" ({folder} is)"
+            raise NotWritableError(
+                f"{what} {path} is not writable{where}: {os.strerror(exc.errno).lower()}; {fix}"
+            ) from None
+        return
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextmanager

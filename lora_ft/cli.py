@@ -20,12 +20,11 @@ from .schema import ConfigError
 
 
 def _load(args):
-    from .config import check_config, load_config
-    from .tasks import get_task
+    from .config import load_config
+    from .config_checks import check_config
 
     cfg = load_config(args.config, args.overrides)
     check_config(cfg)
-    get_task(cfg.task).check_split_roles(cfg.decoding.split)  # no data read: file names and slices only
     return cfg
 
 
@@ -54,11 +53,14 @@ def cmd_eval(args) -> int:
         from .evaluate import evaluate_config
 
         command = "lora-ft eval --config " + " ".join([args.config, *args.overrides]) + (" --base" if args.base else "")
+        command += f" --adapter {args.adapter}" if args.adapter else ""
         run_dir, evaluations = evaluate_config(cfg, base=args.base, split=args.split, overwrite=args.overwrite,
-                                               command=command, meteor=not args.no_meteor)
+                                               command=command, meteor=not args.no_meteor, adapter=args.adapter)
         for ev in evaluations:
             print(json.dumps(ev.scores) if args.json else f"{run_dir}: {ev.split} epoch 0: " + _format_scores(ev.scores))
         return 0
+    if args.adapter:
+        raise ConfigError("eval --adapter DIR scores a peft adapter folder on a config's base model: give --config FILE")
     if args.run:
         from .evaluate import evaluate_run
 
@@ -92,6 +94,8 @@ def cmd_params(args) -> int:
     else:
         print(f"trainable {report['trainable']:,}  total {report['total']:,}  "
               f"({100 * report['trainable'] / report['total']:.4f}% trainable)")
+        if "trainable_by_peft" in report:  # checked equal when the method applied
+            print(f"  peft's own count (get_nb_trainable_parameters): {report['trainable_by_peft']:,} trainable")
         for kind, n in report["by_kind"].items():
             print(f"  {n:>14,}  {kind}")
         print(format_memory(memory))
@@ -115,8 +119,10 @@ def cmd_config(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from .atomic import check_writable
     from .export import export_run
 
+    check_writable(args.out, "export --out", "choose another --out, or make that folder writable")
     out = export_run(args.run, args.out, fmt=args.format, overwrite=args.overwrite)
     print(f"exported ({args.format}): {out}")
     return 0
@@ -129,10 +135,18 @@ def cmd_table(args) -> int:
             raise UserError(f"table --out {out} is a directory; give a file path, e.g. {out / 'table.md'}")
         if out.exists() and not args.overwrite:
             raise UserError(f"table --out {out} already exists; choose another file, or pass --overwrite to replace it")
-    from .report.table import build_table
+        from .atomic import check_writable
 
-    text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch,
-                       compare_with=args.compare_with)
+        check_writable(out.parent, "table --out", f"choose another --out than {out}, or make that folder writable")
+    if args.searches:
+        from .report.searches import search_table
+
+        text = search_table([Path(d) for d in args.searches], fmt=args.format)
+    else:
+        from .report.table import build_table
+
+        text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch,
+                           compare_with=args.compare_with)
     if args.out:
         from .results import write_text_atomic
 
@@ -158,6 +172,9 @@ def _check_out_dir(command: str, out: str) -> None:
     """An output folder that exists as a file is refused before any work (mkdir would fail after it)."""
     if Path(out).exists() and not Path(out).is_dir():
         raise UserError(f"{command} --out {out} is a file; --out names a folder (it is created if missing)")
+    from .atomic import check_writable
+
+    check_writable(out, f"{command} --out", "choose another --out, or make that folder writable")
 
 
 def cmd_plot(args) -> int:
@@ -241,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="score without training: the config's model (with --base) or its method untrained, "
                    "in a new run directory output.dir")
     p.add_argument("overrides", nargs="*", help="with --config: section.key=value overrides")
+    p.add_argument("--adapter", help="with --config: score this peft adapter folder (save_pretrained's, a user's or "
+                   "`lora-ft export`'s) on the config's base model, recorded with its provenance; a merged model "
+                   "folder: model.name_or_path=DIR --base")
     p.add_argument("--overwrite", action="store_true", help="with --config: score into a used output.dir")
     p.add_argument("--split", help="validation | test (default: decoding.split)")
     p.add_argument("--epochs", default="last", type=epochs_choice,
@@ -265,20 +285,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="with help: only this method's keys")
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("export", help="write a trained run as a peft adapter or a merged transformers model")
+    p = sub.add_parser("export", help="write a trained run as a peft adapter, a merged transformers model, or in lora-ft's format")
     p.add_argument("--run", required=True, help="trained run directory")
-    p.add_argument("--out", required=True, help="directory to write (refused if it exists, unless --overwrite)")
-    p.add_argument("--format", choices=["peft", "merged"], default="peft",
-                   help="peft: adapter for PeftModel.from_pretrained (LoRA runs); merged: full transformers model")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--out", required=True, help="directory to write (refused if it holds anything, unless --overwrite)")
+    p.add_argument("--format", choices=["peft", "merged", "lora-ft"], default="peft",
+                   help="peft: adapter for AutoPeftModelForCausalLM (LoRA runs); merged: full transformers model (LoRA, "
+                   "BitFit, FT, FT^Top); lora-ft: trained tensors + run config, loaded by lora_ft.export.load_export "
+                   "(every method)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier lora-ft export in --out (of any format); a folder holding other files is refused")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("table", help="the paper's Table 3 / Table 4 from run directories")
-    p.add_argument("--runs", nargs="+", required=True, help="run directories, or folders holding them")
-    p.add_argument("--layout", choices=["auto", "table3", "table4"], default="auto",
-                   help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), auto: from the runs' tasks")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--runs", nargs="+", help="run directories, or folders holding them")
+    given.add_argument("--searches", nargs="+", metavar="DIR",
+                       help="instead: every selection.json (lora-ft sweep --select) under DIR as one table of "
+                       "search x value -> score on the selection split, the choice in bold (markdown or json)")
+    p.add_argument("--layout", choices=["auto", "table3", "table4", "custom-bleu", "custom-rouge", "custom-accuracy",
+                                        "custom-exact_match"], default="auto",
+                   help="table3 (E2E), table4 (WikiSQL/MNLI/SAMSum), custom-<metric> (task.name: custom), auto: from the "
+                   "runs' tasks")
     p.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown", help="output format")
-    p.add_argument("--epoch", choices=["best", "last"], default="best", help="each seed's best epoch (paper) or last")
+    p.add_argument("--epoch", choices=["best", "last", "best-validation"], default="best",
+                   help="each seed's epoch: best test score (the paper's rule), last, or lowest validation loss "
+                   "(best-validation: chosen on the selection split)")
     p.add_argument("--compare-with", choices=["gpt2-medium", "gpt2-large"],
                    help="set E2E runs of another model beside this GPT-2 model's Table 3 rows (marked: a different model)")
     p.add_argument("--out", help="write to this file instead of printing")
@@ -295,10 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "validation_loss (lowest) or validation:METRIC (highest, after `eval --split validation`)")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("plot", help="Figure 2 (score vs trainable parameters) and the rank sweep, PNG + SVG")
-    p.add_argument("--runs", nargs="+", required=True, help="run directories, or folders holding them")
+    p = sub.add_parser("plot", help="Figure 2 (score vs trainable parameters), the rank sweep, the searches, PNG + SVG")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="run directories, or folders holding them (--kind search: folders holding selection.json)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--kind", choices=["figure2", "rank", "all"], default="all", help="which figure(s) to draw")
+    p.add_argument("--kind", choices=["figure2", "rank", "search", "all"], default="all",
+                   help="which figure(s) to draw; search: the learning-rate searches (not part of all)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("analyze", help="Section 7: subspace similarity and amplification of two LoRA runs")

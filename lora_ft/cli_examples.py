@@ -30,19 +30,23 @@ EXAMPLES = {
   lora-ft config show configs/e2e_gpt2m_r4.yaml method.name=bitfit  # switch method: LoRA's keys are dropped
   lora-ft config help --method lora                                # every key, type, default and help""",
     "export": """
-  lora-ft export --run runs/e2e_gpt2m_r4 --out export/peft                    # for PeftModel.from_pretrained
-  lora-ft export --run runs/e2e_gpt2m_r4 --out export/merged --format merged  # plain transformers model""",
+  lora-ft export --run runs/e2e_gpt2m_r4 --out export/peft                    # for AutoPeftModelForCausalLM
+  lora-ft export --run runs/e2e_gpt2m_r4 --out export/merged --format merged  # plain transformers model
+  lora-ft export --run runs/e2e_gpt2m_adapter_h_11m --out export/h --format lora-ft  # any method; loads with lora-ft""",
     "table": """
   lora-ft table --runs runs/                                   # Table 3 / 4 as markdown
   lora-ft table --runs runs/ --format latex --out table3.tex
-  lora-ft table --runs results/mini_paper/table3 --compare-with gpt2-medium   # a stand-in beside GPT-2 M's rows""",
+  lora-ft table --runs results/mini_paper/table3 --compare-with gpt2-medium   # a stand-in beside GPT-2 M's rows
+  lora-ft table --runs runs/ --epoch best-validation          # each seed's epoch by validation loss, not test score
+  lora-ft table --searches results/mini_paper/search          # the learning-rate searches (selection.json files)""",
     "sweep": """
   lora-ft sweep --config configs/sweeps/rank_sweep.yaml --dry-run
   lora-ft sweep --config configs/sweeps/rank_sweep.yaml --print-commands --accelerate   # one line per run
   lora-ft sweep --config configs/sweeps/rank_sweep.yaml""",
     "plot": """
   lora-ft plot --runs runs/ --out figures/
-  lora-ft plot --runs runs/ --out figures/ --kind rank""",
+  lora-ft plot --runs runs/ --out figures/ --kind rank
+  lora-ft plot --runs results/mini_paper/search --out figures/ --kind search   # criterion vs learning rate""",
     "analyze": """
   lora-ft analyze --runs runs/rank8 runs/rank64 --out analysis/""",
 }

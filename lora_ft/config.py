@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import typing
+
 import yaml
 
 from .schema import ConfigError, describe, from_dict, option, require, to_dict
+from .yaml12 import dump_yaml, load_yaml, yaml_problem
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class ModelConfig:
 
 # The task names, beside the config that selects one: the registry (lora_ft/tasks) imports TaskConfig, so config must
 # not import the registry back; tests/tasks/test_registry.py checks the two agree.
-TASK_NAMES = ("e2e", "wikisql", "mnli", "samsum")
+TASK_NAMES = ("e2e", "wikisql", "mnli", "samsum", "custom")
 
 
 @dataclass
@@ -88,6 +91,18 @@ class TaskConfig:
         "whose training, selection and scored rows overlap is refused",
     )
     max_length: int = option(512, help="maximum tokens of one training example (context + target)")
+    # task.name: custom (lora_ft/tasks/custom.py): your own data with the paper's conventions
+    prompt: str | None = option(
+        None, help="custom: the prompt template over your columns, e.g. 'Question: {question}\\nAnswer:' (the context)"
+    )
+    target: str | None = option(None, help="custom: the column holding the completion (trained and scored)")
+    metric: Literal["bleu", "rouge", "accuracy", "exact_match"] | None = option(
+        None, help="custom: the score: bleu (the E2E scorer's, all targets of a prompt), rouge (SAMSum's ROUGE-1/2/L), "
+        "accuracy (by the generated words; the labels are the distinct targets) or exact_match (normalised strings)"
+    )
+    single_line: bool = option(
+        True, help="custom: a completion is one line (SAMSum's and MNLI's rule); false: E2E's (EOS or a blank line)"
+    )
 
     def __post_init__(self):
         require(self.max_length > 0, f"task.max_length must be positive, got {self.max_length}")
@@ -176,6 +191,8 @@ class TrainingConfig:
                 f"training.checkpoint_every_steps must be >= 1, or null for epoch checkpoints only; "
                 f"got {self.checkpoint_every_steps}")
         require(self.num_workers >= 0, f"training.num_workers must be >= 0, got {self.num_workers}")
+        # numpy's generator (seeded with the others by accelerate.set_seed) takes 0 .. 2**32 - 1 only.
+        require(0 <= self.seed <= 2**32 - 1, f"training.seed must be in 0..4294967295, got {self.seed}")
 
 
 @dataclass
@@ -245,7 +262,7 @@ class RunConfig:
         return data
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return dump_yaml(self.to_dict(), sort_keys=False)
 
 
 SECTIONS = {
@@ -297,16 +314,16 @@ def config_from_dict(data: dict, source: str = "<dict>") -> RunConfig:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'training.epochs=3' -> (['training', 'epochs'], 3); the value is read as YAML."""
+    """'training.epochs=3' -> (['training', 'epochs'], 3); the value is read as YAML 1.2 (lora_ft/yaml12.py)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form section.key=value")
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: bad key {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({yaml_problem(exc, position=False)})") from None
     return key.split("."), value
 
 
@@ -314,9 +331,13 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = copy.deepcopy(data)
     file_method = dict(data["method"]) if isinstance(data.get("method"), dict) else {}
     set_keys = set()
+    typed_scalars: dict[tuple[str, ...], str] = {}  # key -> the text typed, where YAML read a number or a boolean
     for text in overrides:
         path, value = parse_override(text)
         set_keys.add(".".join(path))
+        typed_scalars.pop(tuple(path), None)
+        if isinstance(value, (bool, int, float)):
+            typed_scalars[tuple(path)] = text.split("=", 1)[1]
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -326,8 +347,40 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"override {text!r}: {part!r} is not a section")
             node = child
         node[path[-1]] = value
+    # A string field gets the characters typed: output.dir=2024 is the folder "2024", task.hub_revision=1.0 "1.0".
+    # Decided once all overrides are in, since the method's fields depend on method.name.
+    for path, raw in typed_scalars.items():
+        if _is_string_field(data, path):
+            _set_dotted(data, path, raw.strip())
     _drop_other_methods_keys(data, file_method, set_keys)
     return data
+
+
+def _is_string_field(data: dict, path: tuple[str, ...]) -> bool:
+    """Whether `section.key` is declared as a string (str or str | None)."""
+    if len(path) != 2:
+        return False
+    section, key = path
+    if section in SECTIONS:
+        cls = SECTIONS[section]
+    elif section == "method":
+        from .methods import METHODS
+
+        name = (data.get("method") or {}).get("name")
+        if name not in METHODS:
+            return False
+        cls = METHODS[name].Config
+    else:
+        return False
+    annotation = typing.get_type_hints(cls).get(key)
+    return annotation is str or set(typing.get_args(annotation)) == {str, type(None)}
+
+
+def _set_dotted(data: dict, path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
 
 
 def _drop_other_methods_keys(data: dict, file_method: dict, set_keys: set[str]) -> None:
@@ -350,14 +403,6 @@ def _drop_other_methods_keys(data: dict, file_method: dict, set_keys: set[str]) 
         )
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """PyYAML's multi-line report (with a source excerpt and a caret) as one line: 'line L, column C: problem'."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = " ".join(p for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or str(exc)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return " ".join(f"{where}{problem}".split())
-
-
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
@@ -365,11 +410,11 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is not part of the text
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     return data or {}
 
 
@@ -396,34 +441,3 @@ def config_help(method: str | None = None) -> str:
         lines.extend("  " + line for line in describe(METHODS[m].Config, "method."))
     lines.append("sweep: mapping of dotted keys to lists of values; `lora-ft sweep` runs one config per combination")
     return "\n".join(lines)
-
-
-def check_config(cfg: RunConfig) -> None:
-    """Checks that need more than one field but no weights and no torch: the task's name, that the tokenizer's folder
-    holds one, and, when the model's config.json can be read (shipped shapes, a local folder, the GGUF alias),
-    `model.config_overrides` and the method against that model (BitFit on a bias-free model, LoRA layers beyond the
-    last block). Raises ConfigError or ModelLoadError (both UserErrors) naming the key; `config validate`, `params`
-    and `train` all run it, in milliseconds."""
-    from .models import architecture_for_type, quick_model_config
-    from .models.loading_paths import ModelLoadError, tokenizer_source_problem
-    from .models.overrides import check_overrides, check_shape
-
-    if cfg.task.name not in TASK_NAMES:
-        close = difflib.get_close_matches(cfg.task.name, list(TASK_NAMES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{cfg.source}: task.name {cfg.task.name!r} is unknown{hint} (known: {', '.join(TASK_NAMES)})")
-    problem = tokenizer_source_problem(cfg.model.tokenizer, cfg.model.name_or_path)
-    if problem:
-        raise ModelLoadError(problem)
-    model_config = quick_model_config(cfg.model.name_or_path)
-    if model_config is None or "model_type" not in model_config:
-        return
-    arch = architecture_for_type(model_config["model_type"])
-    overrides = cfg.model.config_overrides
-    try:
-        check_overrides(model_config, overrides)
-        model_config = {**model_config, **overrides}
-        check_shape(arch, model_config, overrides)
-        cfg.method.config.check_architecture(arch, model_config)
-    except ConfigError as exc:
-        raise ConfigError(f"{cfg.source}: {exc}") from None

@@ -43,12 +43,19 @@ def _eos_id(tokenizer) -> int:
     return int(eos)
 
 
-def encode_prompt(tokenizer, context: str, *, separator_eos: bool, virtual: VirtualTokens = VirtualTokens()) -> list[int]:
-    """The ids a decoder is primed with: prefix_ids + bpe(context) + ([eos] if separator_eos) + infix_ids."""
-    ids = list(virtual.prefix_ids) + _bpe(tokenizer, context)
-    if separator_eos:
-        ids.append(_eos_id(tokenizer))
-    return ids + list(virtual.infix_ids)
+def encode_prompt(
+    tokenizer, context: str, *, separator_eos: bool, virtual: VirtualTokens = VirtualTokens(), max_tokens: int | None = None
+) -> list[int]:
+    """The ids a decoder is primed with: prefix_ids + bpe(context) + ([eos] if separator_eos) + infix_ids.
+
+    With `max_tokens`, a longer prompt loses the first tokens of its context (never the virtual tokens or the separator):
+    the end of the context is what leads into the completion."""
+    context_ids = _bpe(tokenizer, context)
+    tail = ([_eos_id(tokenizer)] if separator_eos else []) + list(virtual.infix_ids)
+    if max_tokens is not None:
+        room = max(max_tokens - len(virtual.prefix_ids) - len(tail), 0)
+        context_ids = context_ids[len(context_ids) - room:] if len(context_ids) > room else context_ids
+    return list(virtual.prefix_ids) + context_ids + tail
 
 
 def encode_example(

@@ -23,18 +23,22 @@ from pathlib import Path
 
 import torch
 
-from .build import adapted_model
+from .atomic import check_writable, disk_full_advice
+from .yaml12 import dump_yaml
+from .build import RANDOM_BASE_KEY, rebuilt_model, seeded_base_model
 from .checkpoint import TRAINED_FILE, load_trained
+from .sharded import MODEL_DIR
 from .divergence import check_finite_weights
 from .config import RunConfig, load_config
 from .data import VirtualTokens, encode_prompt
+from .models.architecture import max_positions
 from .generate import BeamSearchConfig, beam_search, decode_completion
-from .models.loading import load_model, load_tokenizer
+from .models.loading import load_tokenizer
 from .schema import ConfigError
-from .results import Evaluation, ResultsError, RunResults, collect_environment, read_results, record_evaluation, write_results, write_text_atomic
+from .results import Evaluation, ParameterCounts, ResultsError, RunResults, collect_environment, read_results, record_evaluation, write_results, write_text_atomic
 from .tasks import get_task
 from .data import virtual_tokens_for
-from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, refuse_foreign_files, run_dir_of
+from .run_dir import CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, folder_contents, refuse_foreign_files, run_dir_of
 from .run_lock import LOCK_FILENAME, RunLock
 
 logger = logging.getLogger("lora_ft.evaluate")
@@ -72,6 +76,34 @@ def write_predictions(run_dir: Path, name: str, predictions: list[str], items) -
     write_text_atomic(run_dir / f"{name}.jsonl", "\n".join(records) + "\n", overwrite=True)
 
 
+def prompts_within_positions(tokenizer, task, items, virtual: VirtualTokens, model_config, max_new_tokens: int) -> list[list[int]]:
+    """The items' prompts, each cut to fit the model's positions beside decoding.max_new_tokens: a longer one loses the
+    start of its context, keeping the end that leads into the completion (a long SAMSum dialogue keeps its last turns),
+    with one warning for all of them. Refusing instead would leave no way to score the split."""
+    prompts = [encode_prompt(tokenizer, i.context, separator_eos=task.separator_eos, virtual=virtual) for i in items]
+    positions = max_positions(model_config)
+    if positions is None:
+        return prompts
+    room = positions - max_new_tokens
+    fixed = len(encode_prompt(tokenizer, "", separator_eos=task.separator_eos, virtual=virtual))
+    if room <= fixed:
+        raise ConfigError(
+            f"decoding.max_new_tokens {max_new_tokens} leaves {max(room, 0)} of the model's {positions} positions for "
+            f"a prompt, which needs more than {fixed}; lower decoding.max_new_tokens"
+        )
+    long = [n for n, prompt in enumerate(prompts) if len(prompt) > room]
+    if long:
+        logger.warning(
+            "%d of %d prompts do not fit in the model's %d positions beside decoding.max_new_tokens %d (the longest has "
+            "%d tokens): each was cut from the start of its context to %d tokens, keeping the end", len(long),
+            len(prompts), positions, max_new_tokens, max(len(prompts[n]) for n in long), room,
+        )
+        for n in long:
+            prompts[n] = encode_prompt(tokenizer, items[n].context, separator_eos=task.separator_eos, virtual=virtual,
+                                       max_tokens=room)
+    return prompts
+
+
 def references_text(task, items) -> str:
     """E2E: the official scorer's groups (blank line between MRs); other tasks: one (escaped) reference per line."""
     if task.grouped_references:
@@ -84,7 +116,7 @@ def weights_dir(run_dir: Path, epoch: int | None) -> Path:
     if epoch is None:
         return run_dir
     directory = run_dir / CHECKPOINTS_DIR / f"epoch-{epoch}"
-    if not (directory / TRAINED_FILE).is_file():
+    if not ((directory / TRAINED_FILE).is_file() or (directory / MODEL_DIR).is_dir()):  # FSDP: shards (sharded.py)
         raise FileNotFoundError(f"{run_dir} has no checkpoint of epoch {epoch} ({directory} is missing)")
     return directory
 
@@ -110,35 +142,66 @@ def resolve_epochs(run_dir: Path, which: str) -> list[int | None]:
     return [int(which)]
 
 
+# A full disk's advice for eval (no --resume: that is training's).
+EVAL_DISK_FULL_ADVICE = "eval decodes again from the start; the run's weights and the scores recorded so far are kept"
+
+
+@disk_full_advice(EVAL_DISK_FULL_ADVICE)
 def evaluate_config(
     cfg: RunConfig, *, base: bool = False, split: str | None = None, overwrite: bool = False, command: str | None = None,
-    meteor: bool = True,
+    meteor: bool = True, adapter: str | Path | None = None,
 ) -> tuple[Path, list[Evaluation]]:
     """`lora-ft eval --config`: score a model without training it, in a run directory of its own (output.dir).
 
-    With `base`, the plain base model; otherwise the config's method applied and untrained (LoRA: the base model, as
-    B = 0; a prefix method: its initialisation). Recorded as epoch 0. A used run directory is refused unless `overwrite`.
+    With `base`, the plain base model; with `adapter`, a peft adapter folder on the config's base model (its method
+    section becomes `method.name: peft` with the adapter's settings; scored_model.py); otherwise the config's method
+    applied and untrained (LoRA: the base model, as B = 0; a prefix method: its initialisation). Recorded as epoch 0
+    (the adapter: as a final model). A model folder (model.name_or_path) and an adapter are recorded with their
+    provenance (results.json extra "scored_model"). A used run directory is refused unless `overwrite`.
     """
+    from .scored_model import SCORED_KEY, adapter_method_section, adapter_record, adapter_settings, check_adapter_base
+    from .scored_model import folder_record
+
     run_dir = run_dir_of(cfg)
     split = split or cfg.decoding.split
     get_task(cfg.task).check_source((split,))  # before anything is written or loaded
+    check_writable(run_dir, "output.dir", "choose another output.dir, or make that folder writable")
+    record, config = (folder_record(cfg.model.name_or_path) if base else None), cfg.to_dict()
+    if adapter is not None:
+        if base:
+            raise ConfigError("eval --adapter scores the adapter on the config's base model; --base scores the base alone")
+        settings = adapter_settings(adapter)
+        config["method"] = adapter_method_section(adapter, settings)
+        check_adapter_base(cfg, adapter, settings)
+        record = adapter_record(adapter, settings)
     # One writer per run directory (run_lock.py): two `eval --config` into one output.dir cannot both create it.
     with RunLock(run_dir, command=command or f"lora-ft eval --config {cfg.source}"):
         used = [p for p in run_dir.iterdir() if p.name != LOCK_FILENAME]
         refuse_foreign_files(run_dir)  # a user's own config.yaml or results.json is never replaced, --overwrite or not
         if used and not (overwrite or cfg.output.overwrite):
             raise RunDirectoryError(
-                f"{run_dir} is not empty (it may hold a run); choose another output.dir, or pass --overwrite to score into it"
+                f"{run_dir} is not empty: it holds {folder_contents(run_dir)}; choose another output.dir, or pass "
+                "--overwrite to score into it"
             )
         # The header marks config.yaml as lora-ft's (run_dir.CONFIG_HEADERS): a later --overwrite may replace it.
         header = f"# lora-ft eval --config: {command or cfg.source}\n"
-        write_text_atomic(run_dir / CONFIG_FILE, header + cfg.to_yaml(), overwrite=True)
-        results = RunResults.start(run_dir.name, cfg.to_dict(), environment=collect_environment())
+        write_text_atomic(run_dir / CONFIG_FILE, header + dump_yaml(config, sort_keys=False), overwrite=True)
+        results = RunResults.start(run_dir.name, config, environment=collect_environment())
         results.status = "evaluated"
+        if record is not None:
+            results.extra[SCORED_KEY] = record
+        if adapter is not None:  # the adapter's size as peft counts it on this model (shapes only)
+            from .build import count_for_config
+            from .config import config_from_dict
+
+            results.parameters = ParameterCounts(**{k: v for k, v in count_for_config(config_from_dict(
+                config, str(adapter))).items() if k in ("trainable", "total", "by_kind")})
         write_results(run_dir, results)
-        return run_dir, evaluate_run(run_dir, split=split, base=base, untrained=not base, meteor=meteor)
+        return run_dir, evaluate_run(run_dir, split=split, base=base, untrained=not base and adapter is None,
+                                     meteor=meteor, adapter=adapter)
 
 
+@disk_full_advice(EVAL_DISK_FULL_ADVICE)
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -148,16 +211,19 @@ def evaluate_run(
     untrained: bool = False,
     device: str | None = None,
     meteor: bool = True,
+    adapter: str | Path | None = None,
 ) -> list[Evaluation]:
     """Decode and score the run's weights of each chosen epoch; with `base`, the untrained base model instead
     (recorded as epoch 0), the reference point that shows what training added; with `untrained`, the config's method
     applied but not trained (also epoch 0). `meteor=False` skips METEOR (it needs Java) for tasks that report it (E2E)."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / CONFIG_FILE)
+    check_writable(run_dir, "the run directory", "eval writes its predictions and scores there: copy the run to a "
+                   "folder you can write to, or make it writable")  # before a decoding whose output would be lost
     split = split or cfg.decoding.split
     task = get_task(cfg.task)
     task.check_source((split,))
-    chosen = [0] if (base or untrained) else resolve_epochs(run_dir, epochs)
+    chosen = [0] if (base or untrained) else [None] if adapter is not None else resolve_epochs(run_dir, epochs)
     results = read_results(run_dir)
     if None in chosen and results.status not in ("trained", "evaluated"):
         # A run still training (or stopped) has no final weights of its own: an older run's may still lie there.
@@ -166,7 +232,7 @@ def evaluate_run(
             "evaluate an epoch's checkpoint instead (--epochs N, best or all)"
         )
     for epoch in chosen:  # a diverged run's NaN weights decode to garbage: refuse them before loading any model
-        if epoch != 0:
+        if epoch != 0 and adapter is None:
             check_finite_weights(weights_dir(run_dir, epoch))
     examples = task.load(split)
     items = task.eval_items(examples)
@@ -180,20 +246,28 @@ def evaluate_run(
 
     evaluations = []
     for epoch in chosen:
-        if epoch == 0 and not untrained:
-            model, virtual = load_model(cfg.model), VirtualTokens()
+        # Built as training built it (seeded): a random_init base is drawn again, the same every time.
+        if adapter is not None:  # a peft adapter on the config's base, merged as a peft run's is (scored_model.py)
+            from .scored_model import load_adapter
+
+            model, method = load_adapter(cfg, adapter)
+            if method.mergeable:
+                method.merge(model)
+            virtual = virtual_tokens_for(method, model)
+        elif epoch == 0 and not untrained:
+            model, virtual = seeded_base_model(cfg), VirtualTokens()
         elif epoch == 0:
-            adapted = adapted_model(cfg)
+            adapted = rebuilt_model(cfg)
             model, virtual = adapted.model, virtual_tokens_for(adapted.method, adapted.model)
         else:
-            adapted = adapted_model(cfg)
+            adapted = rebuilt_model(cfg, trained_in=run_dir, recorded=results.extra.get(RANDOM_BASE_KEY))
             model = adapted.model
             load_trained(model, weights_dir(run_dir, epoch))
             if adapted.method.mergeable:
                 adapted.method.merge(model)  # zero-latency inference: W = W0 + (alpha/r) B A
             virtual = virtual_tokens_for(adapted.method, model)
         model.to(device).eval()
-        prompts = [encode_prompt(tokenizer, i.context, separator_eos=task.separator_eos, virtual=virtual) for i in items]
+        prompts = prompts_within_positions(tokenizer, task, items, virtual, model.config, cfg.decoding.max_new_tokens)
         beam = BeamSearchConfig(
             num_beams=cfg.decoding.num_beams,
             length_penalty=cfg.decoding.length_penalty,
@@ -207,7 +281,8 @@ def evaluate_run(
         predictions = [task.end_completion(decode_completion(tokenizer, ids, blank_line_ends=not task.single_line))
                        for ids in outputs]
         seconds = time.time() - start
-        label = {None: "final", 0: "untrained" if untrained else "base"}.get(epoch, f"epoch{epoch}")
+        label = {None: "adapter" if adapter is not None else "final", 0: "untrained" if untrained else "base"}.get(
+            epoch, f"epoch{epoch}")
         predictions_file = f"predictions-{split}-{label}.txt"
         # Written before scoring: a scorer that fails (METEOR without Java) must not lose the decoding.
         write_predictions(run_dir, predictions_file.removesuffix(".txt"), predictions, items)

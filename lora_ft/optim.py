@@ -151,3 +151,12 @@ def describe_optimizer(training) -> dict[str, Any]:
         record["bias_correction"] = "torch: v corrected before adding eps"
         record["weight_decay_order"] = "torch: before the Adam update"
     return record
+
+
+def warmup_steps(t, train_set) -> int:
+    """training.warmup_steps, or training.warmup_tokens (the paper's GPT-3 recipe: 250,000) as steps, with the tokens
+    per step estimated from this data set's mean example length (`t` is the TrainingConfig)."""
+    if t.warmup_tokens is None:
+        return t.warmup_steps
+    mean_length = sum(len(example["input_ids"]) for example in train_set) / max(len(train_set), 1)
+    return math.ceil(t.warmup_tokens / (t.batch_size * t.gradient_accumulation_steps * mean_length))

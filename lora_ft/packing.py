@@ -18,7 +18,7 @@ Where packing applies, in this one place:
   (data.py puts them there; methods/prefix.py replaces what sits at those positions), not past key values, so each
   packed example carries its own prefix, exactly as in its padded row.
 - the families whose transformers code passes `position_ids` to `create_causal_mask` (`Architecture.packing`):
-  GPT-2, LLaMA/Qwen/Mistral, GPT-NeoX, GPT-J. OPT does not (transformers 5.24): packed, its examples would see
+  GPT-2, LLaMA/Qwen/Mistral, GPT-NeoX, GPT-J, Phi-3, Gemma, Mixtral, Qwen2-MoE. OPT does not (transformers 5.24): packed, its examples would see
   each other, so OPT trains padded (a test checks that packing OPT would indeed change its loss).
 - the attention implementations whose mask follows the packed positions and that are tested here: "sdpa" (the
   default) and "eager". Others (flash attention, flex) train padded.

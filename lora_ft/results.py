@@ -330,9 +330,12 @@ def read_results(run_dir: str | os.PathLike[str]) -> RunResults:
     if not path.is_file():
         raise ResultsError(f"{path}: no results file (is {run_dir} a lora-ft run directory? has the run started?)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a file saved by an editor with a byte-order mark
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ResultsError(f"{path}: not valid JSON ({exc}); the file is corrupt") from exc
+    except ValueError as exc:  # a number of more than 4,300 digits: Python refuses to convert it (no JSONDecodeError)
+        reason = str(exc).split(";")[0]  # without the advice to raise Python's limit: no run writes such a number
+        raise ResultsError(f"{path}: cannot be read ({reason}); the file is damaged") from exc
     try:
         return RunResults.from_dict(data)
     except (ResultsError, TypeError) as exc:

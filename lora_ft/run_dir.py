@@ -108,6 +108,20 @@ def resume_or_start(run_dir: Path, config: dict) -> tuple[bool, bool]:
     return False, True
 
 
+def folder_contents(run_dir: Path) -> str:
+    """What a used run directory holds, for a refusal that must not guess: "a lora-ft run (status trained)", or
+    "no lora-ft run (no readable results.json) but notes.txt, data"."""
+    from .run_lock import LOCK_FILENAME
+
+    try:
+        return f"a lora-ft run (status {read_results(run_dir).status})"
+    except ResultsError:
+        pass
+    names = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILENAME)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"no lora-ft run (no readable {RESULTS_FILENAME}) but {shown}"
+
+
 def _not_ours(path: Path, why: str) -> RunDirectoryError:
     return RunDirectoryError(
         f"{path} was not written by lora-ft ({why}); lora-ft never replaces a file it did not write: choose another "

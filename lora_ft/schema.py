@@ -42,6 +42,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_YAML11_BOOLEANS = {"yes": True, "no": False, "on": True, "off": False, "y": True, "n": False}
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`; ints are accepted for floats. Raises ConfigError."""
     origin = get_origin(tp)
@@ -80,6 +83,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        word = str(value).lower()
+        if word in _YAML11_BOOLEANS:  # YAML 1.1's booleans, text in the YAML 1.2 that lora-ft reads (yaml12.py)
+            key = where.rsplit(": ", 1)[-1]
+            raise ConfigError(f"{where}: expected true or false, got {value!r} (only true and false are booleans); "
+                              f"write {key}={str(_YAML11_BOOLEANS[word]).lower()}")
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -22,7 +22,7 @@ def _text(path: str | Path, flag: str) -> str:
     if not path.is_file():
         raise ScoringFileError(f"{flag} {path} does not exist")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the first line
     except UnicodeDecodeError as exc:
         raise ScoringFileError(f"{flag} {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 

@@ -31,9 +31,11 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import console
-from .build import adapted_model, enable_gradient_checkpointing, parameter_report, preflight
+from .build import RANDOM_BASE_KEY, enable_gradient_checkpointing, parameter_report, preflight, random_base_fingerprint
+from .build import seeded_adapted_model
 from .checkpoint import TRAINED_FILE
 from .config import RunConfig
+from .config_checks import check_positions
 from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
 from .loss import completion_loss, completion_positions, loss_descriptions, loss_names, validation_loss
 from .packing import packing_for
@@ -42,10 +44,10 @@ from .run_dir import (
     CONFIG_FILE, RunDirectoryError, check_run_dir, remove_final_shards, close_run_log, open_run_log, remove_own_files,
     resume_or_start, run_dir_of,
 )
-from .atomic import DiskFullError, disk_full_error
+from .atomic import DiskFullError, check_writable, disk_full_error
 from .run_lock import hold_run_lock
 from .results import EpochRecord, ParameterCounts, RunResults, collect_environment, read_results, write_results, write_text_atomic
-from .optim import build_optimizer, describe_optimizer
+from .optim import build_optimizer, describe_optimizer, warmup_steps
 from .memory import peak_memory_bytes
 from .report.selection import search_record
 from .tasks import get_task
@@ -72,6 +74,7 @@ class Trainer(Saving):
         self.resume, self.overwrite = resume, cfg.output.overwrite  # resume "auto": decided in _check_before_loading
         self.stop = stop or StopRequest()  # SIGTERM / SIGUSR1 / SIGINT (stop_signals.py): checked after every step
         self.command = command or "lora-ft train --config " + cfg.source
+        check_writable(self.run_dir, "output.dir", "choose another output.dir, or make that folder writable")
         # One writer per run directory, taken before anything reads or writes it (main process only: run_lock.py).
         self.run_lock = hold_run_lock(self.run_dir, self.command)
         try:
@@ -102,7 +105,7 @@ class Trainer(Saving):
             self.overwrite = self.overwrite or restart
         check_run_dir(self.run_dir, resume=self.resume, overwrite=self.overwrite)
         self.resume_changes = check_resume_config(self.run_dir / CONFIG_FILE, cfg.to_dict()) if self.resume else {}
-        preflight(cfg)
+        check_positions(cfg, preflight(cfg))  # also for hub and GGUF models, which `config validate` cannot read
         self.task = get_task(cfg.task)
         self.task.check_source(("train", "validation", cfg.decoding.split))
         self.task.check_split_roles(cfg.decoding.split)
@@ -138,8 +141,12 @@ class Trainer(Saving):
     def _build_model_and_data(self, cfg: RunConfig) -> None:
         t = cfg.training
         self.tokenizer = load_tokenizer(cfg.model)
-        adapted = adapted_model(cfg)
+        # Seeds torch again, to the value set_seed gave it (loading the tokenizer draws nothing): eval and export
+        # rebuild the model through this same function, so a random_init base is the one trained here.
+        adapted = seeded_adapted_model(cfg)
         self.model, self.method = adapted.model, adapted.method
+        # What eval and export check their rebuilt random base against (results.json).
+        self.random_base = random_base_fingerprint(self.model) if cfg.model.random_init else None
         if t.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
         self.packing = packing_for(self.model, t.packing)  # batches packed without padding where exact (packing.py)
@@ -163,12 +170,7 @@ class Trainer(Saving):
         optimizer = build_optimizer(params, t)
         steps_per_epoch = math.ceil(len(self.train_loader) / t.gradient_accumulation_steps)
         self.total_steps = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
-        warmup = t.warmup_steps
-        if t.warmup_tokens is not None:  # tokens per step estimated from this data set's mean example length
-            mean_length = sum(len(example["input_ids"]) for example in self.train_set) / max(len(self.train_set), 1)
-            tokens_per_step = t.batch_size * t.gradient_accumulation_steps * mean_length
-            warmup = math.ceil(t.warmup_tokens / tokens_per_step)
-        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, self.total_steps)
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(t, self.train_set), self.total_steps)
         (self.model, self.optimizer, self.train_loader, self.valid_loader, self.scheduler) = self.accelerator.prepare(
             self.model, optimizer, self.train_loader, self.valid_loader, scheduler
         )
@@ -185,13 +187,13 @@ class Trainer(Saving):
         else:
             self.results = RunResults.start(self.run_dir.name, cfg.to_dict(), environment=collect_environment())
             self.results.parameters = ParameterCounts(**self.report)
+        if self.random_base is not None:  # a resumed run keeps the fingerprint of the weights it started on
+            self.results.extra.setdefault(RANDOM_BASE_KEY, self.random_base)
         self.results.extra.update(
             num_processes=self.accelerator.num_processes, device=str(self.accelerator.device), command=self.command,
             optimizer=describe_optimizer(cfg.training), batches=self.packing.describe(),
-            losses=loss_descriptions(cfg.training.label_smoothing),
-        )
-        if self.search is not None:
-            self.results.extra["search"] = self.search
+            losses=loss_descriptions(cfg.training.label_smoothing), **({"search": self.search} if self.search else {}),
+            **self.method.results_record())  # a method's own record (peft: its resolved config and count)
         if self.log_with:  # a resumed run continues its W&B / MLflow run (trackers.py)
             resumed = self.results.extra.get("trackers") if self.resume else None
             self.results.extra["trackers"] = start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict(), resumed)

@@ -46,7 +46,7 @@ SETTINGS = {
     "fp32_packed": {"packing": "auto", "mixed_precision": "no"},
     "bf16_packed": {"packing": "auto", "mixed_precision": "bf16"},
 }
-STEP_LINE = re.compile(r"^(\S+ \S+) INFO lora_ft.train: step (\d+) loss \S+ lr \S+ tokens/s (\d+)")
+STEP_LINE = re.compile(r"^(\S+ \S+) INFO lora_ft.train: step (\d+) .*loss.* lr \S+ tokens/s (\d+)")
 
 
 def run_case(task: str, method: str, setting: str, steps: int, work: Path) -> dict:

@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--out", help="run directory (default: runs/demo_e2e_cpu-<time>; never reused)")
     args = parser.parse_args()
 
-    from lora_ft.config import check_config, load_config
+    from lora_ft.config import load_config
+    from lora_ft.config_checks import check_config
     from lora_ft.evaluate import evaluate_run
     from lora_ft.results import write_text_atomic
     from lora_ft.train import train

@@ -136,8 +136,13 @@ if [ "$SEARCH" = 1 ]; then
                     | awk '{ p = /lora/ ? 0 : /_ft/ ? 1 : /pre/ ? 2 : 3; print p "\t" $0 }' | sort | cut -f2); do
       name="$(basename "$config" .yaml)"
       search_dir="$OUT/search/table$t/$name"
+      # done: chosen inside its grid, or at its edge after the sweep's own extensions (selection.py); edge: chosen at
+      # the edge by a search made before grids were extended: its sweep runs again and extends the grid.
       state=new
-      [ -f "$search_dir/selection.json" ] && state=done
+      if [ -f "$search_dir/selection.json" ]; then
+        state="$("$PY" -c 'import json, sys; r = json.load(open(sys.argv[1]))
+print("edge" if r["at_edge_of_grid"] and "extended_by" not in r else "done")' "$search_dir/selection.json")"
+      fi
       echo "$state $(printf '%*s' $((6 - ${#state})) '')$name: lora-ft sweep --config $config --select validation_loss"
       [ "$DRY_RUN" = 1 ] && { "${LORA_FT[@]}" sweep --config "$config" --dry-run | sed 's/^/    /'; continue; }
       [ "$state" = done ] && continue
@@ -150,6 +155,13 @@ if [ "$SEARCH" = 1 ]; then
       fi
     done
   done
+  # The whole search, committed as a table and a figure (tests/report/test_mini_paper_tables.py regenerates the table).
+  echo "search: lora-ft table --searches $OUT/search --out $OUT/search.md; lora-ft plot --kind search --runs $OUT/search --out $OUT/figures"
+  if [ "$DRY_RUN" = 0 ] && compgen -G "$OUT/search/*/*/selection.json" > /dev/null; then
+    "${LORA_FT[@]}" table --searches "$OUT/search" --out "$OUT/search.md" --overwrite
+    "${LORA_FT[@]}" plot --kind search --runs "$OUT/search" --out "$OUT/figures"
+    commit "search table and figure"
+  fi
   if [ "${#FAILED[@]}" -gt 0 ]; then echo "mini_paper.sh: failed: ${FAILED[*]}" >&2; exit 1; fi
   exit 0
 fi

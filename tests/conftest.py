@@ -31,13 +31,16 @@ HIDDEN = 32
 LAYERS = 2
 HEADS = 4
 
-FAMILIES = ("gpt2", "llama", "opt", "gpt_neox", "gptj")  # Architecture.name of each supported family
+from tiny_families import FAMILIES  # noqa: E402  (Architecture.name of each supported family)
 
 
 class TinyModels:
     """Builders of tiny models; tests reach them through the `tiny` fixture."""
 
     families = FAMILIES
+    bias_free = ("llama", "phi3", "gemma", "mixtral")  # families whose tiny model has no bias vector (BitFit n/a)
+    separate_kv = ("llama", "phi3", "gemma", "mixtral", "qwen2_moe")  # grouped-query attention: v is 2 heads wide
+    moe = ("mixtral", "qwen2_moe")  # experts batch the tokens routed to them: float sums depend on the whole batch
     vocab = VOCAB
     hidden = HIDDEN
     layers = LAYERS
@@ -87,6 +90,20 @@ class TinyModels:
                 n_layer=LAYERS, n_embd=HIDDEN, n_head=HEADS, rotary_dim=4, n_positions=64,
                 attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0, **common,
             )
+        from transformers import Gemma2Config, MixtralConfig, Phi3Config, Qwen2MoeConfig
+
+        # the newer families: grouped-query attention everywhere (Phi-3's fused q|k|v then has slices of two widths)
+        gqa = {"num_hidden_layers": LAYERS, "hidden_size": HIDDEN, "num_attention_heads": HEADS, "num_key_value_heads": 2,
+               "max_position_embeddings": 64, **common}
+        if family == "phi3":
+            return Phi3Config(intermediate_size=64, **gqa)
+        if family == "gemma":  # Gemma 2: soft-capping, sliding-window layers, scaled embedding
+            return Gemma2Config(intermediate_size=64, head_dim=HIDDEN // HEADS, sliding_window=16, **gqa)
+        if family == "mixtral":
+            return MixtralConfig(intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, **gqa)
+        if family == "qwen2_moe":
+            return Qwen2MoeConfig(intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
+                                  num_experts=4, num_experts_per_tok=2, **gqa)
         raise ValueError(f"no tiny config for family {family!r}; known: {FAMILIES}")
 
     @classmethod

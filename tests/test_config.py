@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lora_ft.config import check_config, config_help, load_config
+from lora_ft.config import config_help, load_config
+from lora_ft.config_checks import check_config
 from lora_ft.schema import ConfigError
 
 BASE = {

@@ -42,6 +42,9 @@ PEFT_CASES = [
     ("gpt2", {"targets": ["q", "v", "o"]}),  # c_attn rank 4 (2 slices), c_proj rank 2: patterns
     ("llama", {"targets": ["q", "v", "o"], "rank_per_target": {"o": 3}}),
     ("gpt_neox", {"targets": ["k"], "layers": [1]}),
+    ("phi3", {}),  # q, v on the fused qkv_proj, v narrower than q (grouped-query attention): rank 2r
+    ("gemma", {}),
+    ("mixtral", {}),
 ]
 
 
@@ -91,7 +94,7 @@ def test_peft_export_patterns_for_mixed_ranks(tiny, tmp_path):
 @pytest.mark.parametrize("method_name", ["adapter_h", "prelayer", "bitfit", "ft"])
 def test_peft_export_is_for_lora_only(tiny, method_name, tmp_path):
     model, method, arch = tiny.adapt("gpt2", method_name)
-    with pytest.raises(ExportError, match="peft export is for LoRA"):
+    with pytest.raises(ExportError, match="cannot be exported as 'peft'"):
         export_peft(model, method, arch, tmp_path)
 
 
@@ -104,7 +107,8 @@ def test_peft_export_refuses_a_merged_model(tiny, tmp_path):
 
 # -------------------------------------------------------------------------------------------------------------- merged
 
-MERGED_CASES = [("gpt2", "lora"), ("gpt_neox", "lora"), ("llama", "lora"), ("gpt2", "bitfit"), ("opt", "ft"), ("gptj", "ft_top")]
+MERGED_CASES = [("gpt2", "lora"), ("gpt_neox", "lora"), ("llama", "lora"), ("gpt2", "bitfit"), ("opt", "ft"), ("gptj", "ft_top"),
+                ("phi3", "lora"), ("gemma", "lora"), ("qwen2_moe", "bitfit")]
 
 
 @pytest.mark.parametrize("family, method_name", MERGED_CASES)
@@ -152,8 +156,10 @@ def test_export_never_overwrites_a_non_empty_directory(tiny, tmp_path):
         export_merged(model, method, arch, None, tmp_path)
     with pytest.raises(ExportError, match="not empty"):
         export_peft(model, method, arch, tmp_path)
-    export_peft(model, method, arch, tmp_path, overwrite=True)
-    assert (tmp_path / "adapter_config.json").is_file() and (tmp_path / "notes.txt").read_text() == "keep me"
+    # --overwrite replaces only what lora-ft wrote: a file of the user's is never deleted, nor written beside
+    with pytest.raises(ExportError, match="notes.txt"):
+        export_peft(model, method, arch, tmp_path, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "keep me"
 
 
 # ---------------------------------------------------------------------------------------------------------- from a run

@@ -166,7 +166,7 @@ def test_ctrl_c_while_the_model_loads_is_one_line_too(tmp_path, monkeypatch, cap
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("lora_ft.train.adapted_model", interrupted)
+    monkeypatch.setattr("lora_ft.build.adapted_model", interrupted)
     config_path = write_config(tmp_path / "run.yaml", tiny_run_config(tmp_path / "run"))
     assert cli.main(["train", "--config", str(config_path)]) == 130
     assert f"interrupted before training started; run again with: lora-ft train --config {config_path}" in \
@@ -290,7 +290,6 @@ def test_eval_and_export_refuse_non_finite_weights_before_loading_a_model(tmp_pa
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
     poison(run_dir if which == "final" else run_dir / "checkpoints" / "epoch-1")
-    monkeypatch.setattr("lora_ft.evaluate.adapted_model", no_model)
     monkeypatch.setattr("lora_ft.evaluate.load_tokenizer", no_model)
     monkeypatch.setattr("lora_ft.build.adapted_model", no_model)
     with pytest.raises(NonFiniteWeightsError, match="non-finite values .* the run diverged"):
@@ -312,7 +311,7 @@ def test_resume_refuses_a_changed_model_or_recipe_in_one_line_before_loading_a_m
     shutil.copytree(reference, run_dir)
     before = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "results.json")}
     config_path = write_config(tmp_path / "run.yaml", run_config(run_dir))
-    monkeypatch.setattr("lora_ft.train.adapted_model", no_model)
+    monkeypatch.setattr("lora_ft.build.adapted_model", no_model)
     code = cli.main(["train", "--config", str(config_path), "--resume", "method.alpha=64", "method.rank=4",
                      "training.learning_rate=1e-3"])
     assert code == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tiny_families import FAMILIES
 from lora_ft.loss import completion_loss, completion_loss_per_example, completion_positions, full_logits_loss
 
 
@@ -30,7 +31,7 @@ def grads(model) -> list[torch.Tensor]:
     return [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "opt", "gpt_neox", "gptj"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_gathered_loss_and_gradients_equal_the_full_logits_reference(tiny, family, method_name):
     model, method = tiny.adapt_for_training(family, method_name)
     input_ids, mask, labels = batch(tiny, method)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lora_ft.loss import completion_loss, completion_loss_per_example, completion_positions
+from tiny_families import FAMILIES
 from lora_ft.packing import ModelBatch, pack, packing_for, padded
 
 
@@ -67,7 +68,7 @@ def test_pack_fills_rows_of_bounded_width_in_order():
     assert packed.labels.tolist()[3] == [-100, -100, -100, -100]
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "opt", "gpt_neox", "gptj"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_packed_loss_and_gradients_equal_the_padded_reference(tiny, family, method_name):
     model, method = tiny.adapt_for_training(family, method_name)
     packing = packing_for(model, "auto")

@@ -152,6 +152,16 @@ def test_the_sharded_final_state_exports_to_one_safetensors_that_plain_transform
         torch.testing.assert_close(state[name].detach(), tensor, rtol=0, atol=0, msg=name)
 
 
+def test_eval_scores_the_sharded_final_weights_and_an_epoch_checkpoint(ft_runs, tmp_path, capsys):
+    from lora_ft import cli
+
+    run = tmp_path / "two"
+    shutil.copytree(ft_runs / "two", run)
+    assert cli.main(["eval", "--run", str(run), "--epochs", "last", "--no-meteor"]) == 0
+    assert cli.main(["eval", "--run", str(run), "--epochs", "1", "--no-meteor"]) == 0
+    assert {e.epoch for e in read_results(run).evaluations} == {1, 2}
+
+
 def test_lora_under_fsdp_gathers_its_small_final_weights(tmp_path):
     """LoRA under FSDP: sharded checkpoints, but the final trained.safetensors as always (gathered: kilobytes), equal
     to one process's (dropout off: its draws are per process)."""

@@ -135,7 +135,7 @@ def test_a_split_that_needs_the_unreachable_hub_fails_before_any_model_loads(tmp
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr("lora_ft.hub.hub_reachable", lambda: False)
-    monkeypatch.setattr("lora_ft.train.adapted_model", no_model)
+    monkeypatch.setattr("lora_ft.build.adapted_model", no_model)
     config = tiny_config(tmp_path / "run")
     config["task"]["validation_file"] = None
     with pytest.raises(TaskDataError, match="validation split: cannot load the e2e dataset 'tuetschek/e2e_nlg'"):

@@ -38,6 +38,21 @@ def tiny_run_config(run_dir: Path, **training) -> dict:
     }
 
 
+def tiny_llama_run_config(run_dir: Path, **training) -> dict:
+    """`tiny_run_config` on a 2-block LLaMA (width 32, grouped-query attention, separate q/k/v/o projections) with the
+    GPT-2 tokenizer's vocabulary: its config.json is written beside the run directory (weights: model.random_init)."""
+    from transformers import LlamaConfig
+
+    folder = Path(run_dir).parent / f"{Path(run_dir).name}-llama-config"
+    LlamaConfig(
+        num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=512, vocab_size=50257, bos_token_id=50256, eos_token_id=50256,
+    ).save_pretrained(folder)
+    config = tiny_run_config(run_dir, **training)
+    config["model"] = {"name_or_path": str(folder), "tokenizer": str(SHARED / "gpt2-tokenizer"), "random_init": True}
+    return config
+
+
 def free_port() -> int:
     """A TCP port free on this host now, for a launcher's rendezvous (two launches never share 29500)."""
     with socket.socket() as s:

@@ -21,6 +21,7 @@ from .configs import (
     FullFTConfig,
     LoraConfig,
     MethodConfig,
+    PeftMethodConfig,
     PrefixConfig,
     TopKConfig,
 )
@@ -45,6 +46,8 @@ METHODS: dict[str, MethodSpec] = {
     "bitfit": MethodSpec(BitFitConfig, "bitfit:BitFit", "BitFit"),
     "ft": MethodSpec(FullFTConfig, "finetune:FullFT", "FT"),
     "ft_top": MethodSpec(TopKConfig, "finetune:TopKFT", "FT^Top"),
+    # any peft method lora-ft can train (peft_types.py), applied with peft's own get_peft_model
+    "peft": MethodSpec(PeftMethodConfig, "peft_method:PeftMethod", "peft"),
 }
 
 

@@ -60,7 +60,8 @@ class _Adapters(Method):
             for site in self.sites:
                 path = getattr(arch, site)
                 base = block.get_submodule(path)
-                factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+                weight = next(base.parameters())  # a Linear's weight, or a MoE block's first parameter
+                factory = {"device": weight.device, "dtype": weight.dtype}
                 adapter = BottleneckAdapter(hidden, self.config.bottleneck, self.config.activation, self.layer_norm, factory)
                 block.set_submodule(path, AdaptedOutput(base, adapter))
 

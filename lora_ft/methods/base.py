@@ -11,6 +11,10 @@ from ..models import Architecture
 from .configs import MethodConfig
 
 
+class NeedsWeights(RuntimeError):
+    """A method cannot apply to a shapes-only (meta) model: its initialisation reads the base weights."""
+
+
 class Method(ABC):
     """One adaptation method. Subclasses set `name`, `label`, `Config` and implement `apply`.
 
@@ -42,6 +46,10 @@ class Method(ABC):
     def checkpoint_metadata(self, model: nn.Module) -> dict[str, str]:
         """Strings a reader of the saved trained tensors needs beyond their names and shapes (stored in
         trained.safetensors' metadata); methods whose tensors need none keep this default."""
+        return {}
+
+    def results_record(self) -> dict:
+        """What results.json's `extra` records about the applied method beyond its config (peft: its resolved config)."""
         return {}
 
     def size_label(self) -> str:

@@ -8,8 +8,9 @@ Kept apart from the implementations (which import torch) so that validating a co
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..models.architecture import Architecture
 from ..schema import ConfigError, option, require
@@ -133,3 +134,40 @@ class TopKConfig(MethodConfig):
         layers = arch.num_layers(model_config) if model_config is not None else None
         if layers is not None and self.top_k > layers:
             raise ConfigError(f"method.top_k is {self.top_k} but the model has only {layers} blocks")
+
+
+@dataclass
+class PeftMethodConfig(MethodConfig):
+    peft: dict[str, Any] = option(
+        help="a peft config as peft.get_peft_config takes it: peft_type and its own fields, e.g. {peft_type: LORA, r: 8, "
+        "lora_alpha: 16, target_modules: [q_proj, v_proj], use_dora: true}; task_type is CAUSAL_LM. Applied with "
+        "peft's get_peft_model and trained by lora-ft's loop; the types lora-ft refuses, and why: "
+        "lora_ft/methods/peft_types.py"
+    )
+
+    def __post_init__(self):
+        from .peft_types import known_types, refusal
+
+        require(isinstance(self.peft.get("peft_type"), str),
+                "method.peft needs a peft_type, e.g. {peft_type: LORA, r: 8} (peft's PeftType names)")
+        self.peft = {**self.peft, "peft_type": self.peft["peft_type"].upper()}
+        peft_type = self.peft["peft_type"]
+        if peft_type not in known_types():
+            close = difflib.get_close_matches(peft_type, known_types(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"method.peft.peft_type {peft_type!r} is not a peft type lora-ft knows{hint} "
+                              f"(known: {', '.join(sorted(known_types()))})")
+        problem = refusal(self.peft)
+        if problem:
+            raise ConfigError(f"method.peft: {problem}")
+        task_type = self.peft.get("task_type", "CAUSAL_LM")
+        require(str(task_type).upper() == "CAUSAL_LM",
+                f"method.peft.task_type is {task_type!r}; lora-ft trains causal language models: CAUSAL_LM (or leave it out)")
+        require(not self.peft.get("inference_mode"), "method.peft.inference_mode is true: peft then trains nothing; "
+                "leave it out (eval --adapter scores a saved adapter)")
+
+    def check_architecture(self, arch: Architecture, model_config=None) -> None:
+        """The peft config against peft's own config class (its field names and checks): imports peft."""
+        from .peft_types import build_peft_config
+
+        build_peft_config(self.peft)

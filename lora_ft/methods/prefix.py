@@ -8,7 +8,7 @@ puts them in place: prefix first, infix between context and target).
 
 Initialisation (Li & Liang 2021: "initializing the prefix with activations of real words"): the virtual tokens start as
 real vocabulary tokens, those of `method.init_text` or the task's cue words, each segment ending with them (`fill_segment`):
-PreEmbed copies their embeddings; PreLayer copies the activations the frozen model computes for them entering every block,
+PreEmbed copies their embeddings (as the embedding module returns them: Gemma's are scaled); PreLayer copies the activations the frozen model computes for them entering every block,
 so that at step 0 the model sees (nearly) a real text where the virtual tokens are, and starts near the base model's loss.
 The prefix's activations are exact (causal attention: a sequence's first tokens see nothing after them); an infix token's
 are those of its word after the init text's prefix words, not after each example's context (an approximation).
@@ -122,8 +122,8 @@ class _Prefix(Method):
                 raise ValueError(f"init token id {i} is outside the model's vocabulary (0..{embedding.vocab_size - 1})")
         device = embedding.base.weight.device
         with torch.no_grad():
-            if not self.per_layer:
-                embedding.virtual.copy_(embedding.base.weight[torch.tensor(ids, device=device)])
+            if not self.per_layer:  # what the embedding module returns: Gemma's scales its rows by sqrt(hidden)
+                embedding.virtual.copy_(embedding.base(torch.tensor(ids, device=device)))
                 return
             blocks = arch.block_list(model)
             activations = block_inputs(model, blocks, torch.tensor([ids], device=device))  # [L][1, l_p + l_i, d]

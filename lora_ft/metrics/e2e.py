@@ -42,6 +42,7 @@ from ..errors import UserError
 __all__ = [
     "MeteorUnavailableError",
     "score_e2e",
+    "bleu_of_counts",
     "meteor_score",
     "close_meteor",
     "read_references",
@@ -242,7 +243,7 @@ def _check_inputs(predictions: Sequence[str], references: Sequence[Sequence[str]
 # n-grams becomes SMALL, so that BLEU is always defined.
 _BLEU_TINY = 1e-15
 _BLEU_SMALL = 1e-9
-_BLEU_MAX_N = 4
+BLEU_MAX_N = 4
 
 
 def _bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
@@ -254,19 +255,26 @@ def _bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> fl
     """
     outputs = [lowercase_tokens(prediction) for prediction in predictions]
     tokens = [[lowercase_tokens(ref) for ref in refs] for refs in references]
-    return _bleu_of_matches(NgramMatches(outputs, tokens, _BLEU_MAX_N))
+    return _bleu_of_matches(NgramMatches(outputs, tokens, BLEU_MAX_N))
 
 
 def _bleu_of_matches(matches: NgramMatches) -> float:
     """:func:`_bleu` from the outputs' and references' n-gram statistics (n up to 4 or more)."""
-    hits = [int(matches.hits[n][2].sum()) for n in range(_BLEU_MAX_N)]  # clipped matches: integers, exact
-    candidates = [0] * _BLEU_MAX_N
+    hits = [int(matches.hits[n][2].sum()) for n in range(BLEU_MAX_N)]  # clipped matches: integers, exact
+    candidates = [0] * BLEU_MAX_N
     reference_length = 0
     for length, lengths in zip(matches.output_lengths, matches.reference_lengths):
-        for n in range(1, _BLEU_MAX_N + 1):
+        for n in range(1, BLEU_MAX_N + 1):
             candidates[n - 1] += length - n + 1  # may be <= 0: pymteval adds it as it is
         # the reference closest in length to the output; on a tie the shorter
         reference_length += min(lengths, key=lambda ref: (abs(ref - length), ref))
+    return bleu_of_counts(hits, candidates, reference_length)
+
+
+def bleu_of_counts(hits: Sequence[int], candidates: Sequence[int], reference_length: int) -> float:
+    """The official BLEU (a fraction) from corpus totals: clipped matches and candidate n-grams of each order n = 1..4
+    (candidates[0] is the output length) and the summed closest reference lengths. A bootstrap resample sums these
+    per item and calls this once (:mod:`lora_ft.report.intervals`), instead of scoring the resampled corpus again."""
     log_precision = sum(
         math.log(max(hit, _BLEU_TINY) / max(candidate, _BLEU_SMALL)) for hit, candidate in zip(hits, candidates)
     )
@@ -274,7 +282,7 @@ def _bleu_of_matches(matches: NgramMatches) -> float:
     brevity = 1.0
     if output_length <= reference_length:
         brevity = math.exp(1.0 - reference_length / (output_length if output_length else 1e-5))
-    return brevity * math.exp(log_precision / _BLEU_MAX_N)
+    return brevity * math.exp(log_precision / BLEU_MAX_N)
 
 
 def score_e2e(

@@ -8,14 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from .architecture import WEIGHT_ALIASES, WEIGHT_NAMES, Architecture, WeightLocation
+from .gemma import GEMMA
 from .gpt2 import GPT2
 from .gptj import GPTJ
 from .llama import LLAMA
+from .mixtral import MIXTRAL
 from .neox import NEOX
 from .opt import OPT
+from .phi3 import PHI3
+from .qwen2_moe import QWEN2_MOE
 from ..errors import UserError
 
-ARCHITECTURES: tuple[Architecture, ...] = (GPT2, LLAMA, OPT, NEOX, GPTJ)
+ARCHITECTURES: tuple[Architecture, ...] = (GPT2, LLAMA, OPT, NEOX, GPTJ, PHI3, GEMMA, MIXTRAL, QWEN2_MOE)
 
 
 class UnsupportedArchitectureError(UserError, ValueError):

@@ -28,21 +28,28 @@ class WeightLocation:
 
     `fused` describes how the output features of a fused projection are laid out:
     - None: the module is this weight alone;
-    - "concat": `parts` equal slices one after the other ([q | k | v], GPT-2);
-    - "per_head": per head, `parts` slices of head_dim each ([q_h0 k_h0 v_h0 | q_h1 ...], GPT-NeoX).
+    - "concat": `parts` equal slices one after the other ([q | k | v], GPT-2; [gate | up], Phi-3's MLP);
+    - "per_head": per head, `parts` slices of head_dim each ([q_h0 k_h0 v_h0 | q_h1 ...], GPT-NeoX);
+    - "qkv": [q | k | v] with k and v narrower than q under grouped-query attention (heads x head_dim, then
+      kv heads x head_dim twice: Phi-3's qkv_proj).
     """
 
     module: str
-    fused: Literal["concat", "per_head"] | None = None
+    fused: Literal["concat", "per_head", "qkv"] | None = None
     part: int = 0
     parts: int = 1
 
-    def output_index(self, out_features: int, num_heads: int) -> "torch.Tensor | None":
+    def output_index(self, out_features: int, num_heads: int, num_kv_heads: int | None = None) -> "torch.Tensor | None":
         """Indices of this weight's output features in the (fused) module; None for an unfused module."""
         if self.fused is None:
             return None
         import torch
 
+        if self.fused == "qkv":
+            kv = num_kv_heads or num_heads
+            head_dim = out_features // (num_heads + 2 * kv)
+            bounds = [0, num_heads * head_dim, (num_heads + kv) * head_dim, out_features]
+            return torch.arange(bounds[self.part], bounds[self.part + 1])
         width = out_features // self.parts
         if self.fused == "concat":
             return torch.arange(self.part * width, (self.part + 1) * width)
@@ -101,6 +108,10 @@ class Architecture:
     def num_heads(self, config) -> int:
         return getattr(config, self.num_heads_key)
 
+    def num_kv_heads(self, config) -> int:
+        """Heads of k and v (grouped-query attention: fewer than q's); q's where the config states none."""
+        return config_value(config, "num_key_value_heads") or config_value(config, self.num_heads_key)
+
     def hidden_size(self, config) -> int:
         return getattr(config, self.hidden_size_key)
 
@@ -113,6 +124,16 @@ class Architecture:
         if not self.bias_switches or config_value(config, "model_type") in self.biased_model_types:
             return True
         return any(bool(config_value(config, key, default)) for key, default in self.bias_switches.items())
+
+
+def max_positions(config) -> int | None:
+    """How many tokens one sequence may have in a model of `config` (a transformers config or its config.json mapping):
+    GPT-2's n_positions (1,024), the others' max_position_embeddings; None where the config does not say."""
+    for key in ("n_positions", "max_position_embeddings"):
+        value = config_value(config, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def config_value(config, key: str, default=None):

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from lora_ft.report.runs import ConfigGroup
-from lora_ft.results import Evaluation, RunResults
+from lora_ft.report.runs import ConfigGroup, untrained_only
+from lora_ft.results import Evaluation, RunResults, compute_best_epoch
 
-EPOCH_CHOICES = ("best", "last", "best_val_loss")
+# best: the paper's rule (the best score on the scored split); last; best-validation: the lowest validation loss, i.e.
+# chosen on the selection split, without looking at the scored one.
+EPOCH_CHOICES = ("best", "last", "best-validation")
 
 
 @dataclass(frozen=True)
@@ -49,22 +51,48 @@ COLUMNS: dict[str, MetricColumn] = {
         MetricColumn("samsum_r1", "SAMSum R1", "samsum", ("rouge1", "r1"), 1),
         MetricColumn("samsum_r2", "SAMSum R2", "samsum", ("rouge2", "r2"), 1),
         MetricColumn("samsum_rl", "SAMSum RL", "samsum", ("rougel", "rl"), 1),
+        # task.name: custom (your own data), one layout per task.metric
+        MetricColumn("custom_bleu", "BLEU", "custom", ("bleu",), 1),
+        MetricColumn("custom_rouge1", "ROUGE-1", "custom", ("rouge1",), 1),
+        MetricColumn("custom_rouge2", "ROUGE-2", "custom", ("rouge2",), 1),
+        MetricColumn("custom_rougel", "ROUGE-L", "custom", ("rougel",), 1),
+        MetricColumn("custom_acc", "Acc.", "custom", ("accuracy",), 1),
+        MetricColumn("custom_em", "EM", "custom", ("exactmatch",), 1),
     )
 }
 LAYOUT_COLUMNS: dict[str, tuple[str, ...]] = {
     "table3": ("bleu", "nist", "meteor", "rouge_l", "cider"),
     "table4": ("wikisql_acc", "mnli_acc", "samsum_r1", "samsum_r2", "samsum_rl"),
+    "custom-bleu": ("custom_bleu",),
+    "custom-rouge": ("custom_rouge1", "custom_rouge2", "custom_rougel"),
+    "custom-accuracy": ("custom_acc",),
+    "custom-exact_match": ("custom_em",),
 }
-# The metric that picks a seed's best evaluation.
+# The tasks of each layout's rows.
+LAYOUT_TASKS: dict[str, tuple[str, ...]] = {"table3": ("e2e",), "table4": ("wikisql", "mnli", "samsum"),
+                                            **{key: ("custom",) for key in LAYOUT_COLUMNS if key.startswith("custom-")}}
+# The metric that picks a seed's best evaluation (a custom task's: its task.metric's primary, `primary_column`).
 PRIMARY_METRIC: dict[str, str] = {"e2e": "bleu", "wikisql": "wikisql_acc", "mnli": "mnli_acc", "samsum": "samsum_rl"}
+CUSTOM_PRIMARY: dict[str, str] = {"bleu": "custom_bleu", "rouge": "custom_rougel", "accuracy": "custom_acc",
+                                  "exact_match": "custom_em"}
 # The split a task is reported on, first match wins.
 DEFAULT_SPLITS: dict[str, tuple[str, ...]] = {
     "e2e": ("test",),
     "wikisql": ("validation", "dev"),
     "mnli": ("validation_matched", "validation"),
     "samsum": ("test",),
+    "custom": ("test",),
 }
-TASK_LABELS = {"e2e": "E2E", "wikisql": "WikiSQL", "mnli": "MNLI-m", "samsum": "SAMSum"}
+TASK_LABELS = {"e2e": "E2E", "wikisql": "WikiSQL", "mnli": "MNLI-m", "samsum": "SAMSum", "custom": "custom task"}
+
+
+def primary_column(results: RunResults, task: str) -> MetricColumn | None:
+    """The column whose metric picks a seed's best evaluation: the task's, or a custom task's task.metric's."""
+    if task == "custom":
+        key = CUSTOM_PRIMARY.get(str((results.config.get("task") or {}).get("metric")))
+    else:
+        key = PRIMARY_METRIC.get(task)
+    return COLUMNS[key] if key else None
 
 
 def _norm(name: str) -> str:
@@ -124,18 +152,21 @@ def select_evaluation(
         have = ", ".join(dict.fromkeys(e.split for e in results.evaluations))
         wanted = chosen_split or "/".join(DEFAULT_SPLITS.get(task, ("?",)))
         return None, f"not evaluated on {wanted} (has: {have})"
+    if untrained_only(results):  # the untrained model (epoch 0): one model, no epoch to choose
+        return candidates[-1], None
     if epoch == "last":
         # epoch None = "the final model", later than any numbered epoch; on ties the latest evaluation wins.
         last = max(range(len(candidates)), key=lambda i: (math.inf if candidates[i].epoch is None else candidates[i].epoch, i))
         return candidates[last], None
-    if epoch == "best_val_loss":
-        if results.best_epoch is None:
-            return None, "no validation loss recorded"
-        at_best = [e for e in candidates if e.epoch == results.best_epoch]
-        if not at_best:
-            return None, f"not evaluated at best epoch {results.best_epoch}"
+    if epoch == "best-validation":
+        best_epoch = compute_best_epoch(results.epochs)
+        if best_epoch is None:
+            return None, "n/a: no validation loss recorded"
+        at_best = [e for e in candidates if e.epoch == best_epoch]
+        if not at_best:  # only the epochs `lora-ft eval --epochs` decoded have scores
+            return None, f"n/a: epoch {best_epoch} (lowest validation loss) not evaluated on {chosen_split}"
         return at_best[-1], None
-    primary = COLUMNS[PRIMARY_METRIC[task]] if task in PRIMARY_METRIC else None
+    primary = primary_column(results, task)
     if primary is None:
         return candidates[-1], None
     looked_up = [lookup_score(e.scores, primary) for e in candidates]
@@ -154,6 +185,18 @@ class SeedScore:
     value: float
     epoch: int | None
     split: str
+    predictions_file: str | None = None  # the evaluation's, relative to run_dir: what its interval rescores
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A 95% bootstrap interval of a cell's mean over seeds (:mod:`lora_ft.report.intervals`)."""
+
+    low: float
+    high: float
+    items: int  # the scored items each resample draws from
+    seeds: int
+    resamples: int
 
 
 @dataclass
@@ -166,6 +209,8 @@ class Cell:
     problems: list[str] = field(default_factory=list)  # "seed 111: failed: ..." for runs without a score
     reasons: list[str] = field(default_factory=list)  # the bare reasons, for an empty cell
     best: bool = False
+    interval: Interval | None = None  # a primary metric's 95% interval, once computed
+    interval_reason: str | None = None  # why a primary metric with a value has no interval
 
     @property
     def n(self) -> int:
@@ -213,6 +258,7 @@ def score_cell(group: ConfigGroup | None, column: MetricColumn, *, epoch: str = 
             cell.problems.append(f"{run.seed_label}: still training (score so far)")
         elif run.results.status == "interrupted":  # an epoch checkpoint's score; --resume finishes the run
             cell.problems.append(f"{run.seed_label}: interrupted before the end of training (score so far)")
-        cell.scores.append(SeedScore(run.run_dir, run.seed_label, value, evaluation.epoch, evaluation.split))
+        cell.scores.append(SeedScore(run.run_dir, run.seed_label, value, evaluation.epoch, evaluation.split,
+                                     evaluation.predictions_file))
     return cell
 

@@ -109,7 +109,7 @@ def read_not_applicable(paths: Iterable[str | Path]) -> tuple[list[NotApplicable
     entries: dict[str, NotApplicable] = {}
     skipped: list[Skipped] = []
     for tsv in find_tsv_files(paths):
-        for number, line in enumerate(tsv.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(tsv.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if not line.strip():
                 continue
             parts = line.split("\t")

@@ -7,39 +7,30 @@ import io
 import json
 import re
 import unicodedata
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from lora_ft.report.cells import COLUMNS, DEFAULT_SPLITS, LAYOUT_COLUMNS, TASK_LABELS
-from lora_ft.report.not_applicable import NotApplicable
-from lora_ft.report.paper_numbers import (
-    GPT2_MODELS,
-    GPT3_LABEL,
-    SHARE_MATCH_FACTOR,
-    TABLE4_FLUCTUATION,
-    TASKS_TABLE3,
-    TASKS_TABLE4,
-    paper_model_total,
-)
+from lora_ft.report.cells import COLUMNS, LAYOUT_COLUMNS, PRIMARY_METRIC, Cell
+from lora_ft.report.intervals import LEVEL
+from lora_ft.report.learning_rates import row_record, row_text
+from lora_ft.report.notes import TableContext, footnotes
+from lora_ft.report.paper_numbers import GPT2_MODELS, TASKS_TABLE4
 from lora_ft.report.rows import Row
-from lora_ft.report.runs import Skipped, canonical_json
+from lora_ft.report.runs import canonical_json
+
+CI_HEADER = f"{LEVEL:.0%} CI"
 
 
-@dataclass
-class TableContext:
-    """What the notes under a table need besides its rows."""
+def has_interval(key: str) -> bool:
+    """Whether a column gets a CI column beside it: its task's primary metric."""
+    return PRIMARY_METRIC.get(COLUMNS[key].task) == key
 
-    layout: str
-    epoch: str = "best"
-    split: str | None = None
-    skipped: list[Skipped] = field(default_factory=list)
-    whole_task: list[NotApplicable] = field(default_factory=list)  # tasks with no runs at all, and why
-    compare_with: str | None = None  # Table 3 model stand-in runs were set beside (lora-ft table --compare-with)
 
-    @property
-    def paper_header(self) -> str:
-        return "paper (Δ)" if self.compare_with is None else f"paper {GPT2_MODELS[self.compare_with]} (Δ)"
+def interval_text(cell: Cell, decimals: int) -> str:
+    """"[55.1, 64.0]", "n/a" (the row's notes say why) or "-" (no score to bound)."""
+    if cell.interval is not None:
+        return f"[{cell.interval.low:.{decimals}f}, {cell.interval.high:.{decimals}f}]"
+    return "n/a" if cell.interval_reason else "-"
 
 
 def format_mean_std(mean: float, std: float | None, decimals: int, *, pm: str = "±") -> str:
@@ -106,78 +97,13 @@ def _seeds_text(row: Row, layout: str) -> str:
             return "n/a"
         return str(len(row.groups[task].runs_by_seed())) if task in row.groups else "-"  # seeds, not runs
 
-    return seeds(row.first.task) if layout == "table3" else " / ".join(seeds(t) for t in TASKS_TABLE4)
+    return seeds(row.first.task) if layout != "table4" else " / ".join(seeds(t) for t in TASKS_TABLE4)
 
 
 def _trainable_text(row: Row) -> str:
+    if row.untrained:
+        return "0"
     return format_trainable(row.trainable, not any(g.runs for g in row.groups.values()) and bool(row.refused))
-
-
-def _footnotes(rows: list[Row], ctx: TableContext) -> list[str]:
-    """Plain-text notes under the table (renderers escape them)."""
-    layout, epoch, split = ctx.layout, ctx.epoch, ctx.split
-    selection = {
-        "best": "the evaluation with the best primary metric (E2E BLEU, accuracy, SAMSum ROUGE-L), as the paper did",
-        "last": "the last evaluation",
-        "best_val_loss": "the evaluation at the epoch of lowest validation loss",
-    }[epoch]
-    tasks = TASKS_TABLE3 if layout == "table3" else TASKS_TABLE4
-    splits = split or ", ".join(f"{TASK_LABELS[t]} {DEFAULT_SPLITS[t][0]}" for t in tasks)
-    notes = [
-        f"Scores: mean±sample std (ddof=1) over seeds; each seed's score from {selection}; split: {splits}.",
-        "Trainable parameters: counted on the runs themselves (results.json), not copied from the paper.",
-        f"{ctx.paper_header}: the matching row of the paper's Table {3 if layout == 'table3' else 4} and the difference ours - paper; "
-        "* marks numbers the paper took from prior work. Bold: best value per column.",
-    ]
-    stand_ins = sorted({r.first.model_name for r in rows if r.paper is not None and not r.paper.same_model})
-    if layout == "table3" and ctx.compare_with is not None and stand_ins:
-        name = GPT2_MODELS[ctx.compare_with]
-        notes.append(
-            f"Rows marked [a different model] ran on {', '.join(stand_ins)}: their {ctx.paper_header} is the paper's "
-            f"{name} row "
-            f"(--compare-with {ctx.compare_with}), not a number for this model. Matched by method with equal structural "
-            f"sizes (rank and targets, prefix and infix length, top_k); the Adapter rows, which the paper sizes by a "
-            f"parameter count, match the {name} row whose share of its {paper_model_total(ctx.compare_with) / 1e6:.2f}M "
-            f"parameters is nearest the run's share of its base model (within a factor of {SHARE_MATCH_FACTOR:g})."
-        )
-    for entry in ctx.whole_task:
-        notes.append(f"{TASK_LABELS.get(entry.task, entry.task)} n/a in every row: {entry.reason}")
-    if any(r.refused for r in rows):
-        notes.append("n/a: the configuration was not run because the CLI refuses it; the row's notes give the reason.")
-    if layout == "table4":
-        models = sorted({g.model_name for r in rows for g in r.groups.values()})
-        fluct = ", ".join(f"±{TABLE4_FLUCTUATION[k]} {COLUMNS[k].header}" for k in LAYOUT_COLUMNS["table4"])
-        notes.append(
-            f"Paper numbers are {GPT3_LABEL}'s; these runs used {', '.join(models) or 'other models'} "
-            f"(a different model). The paper's fluctuation: {fluct}."
-        )
-    notes.extend(_shared_seed_notes(rows))
-    for item in ctx.skipped:
-        notes.append(f"Left out: {_shown(item.path)}: {item.reason}")
-    return notes
-
-
-def _shared_seed_notes(rows: list[Row]) -> list[str]:
-    """One note per seed that several runs of one row share (a copied run directory, a rerun): the Seeds column counts
-    that seed once, and the note names the runs so that the reader can see what the mean and ± are made of."""
-    notes = []
-    for row in rows:
-        for task, group in row.groups.items():
-            where = row.label if len(row.groups) <= 1 else f"{row.label}, {TASK_LABELS.get(task, task)}"
-            for seed, runs in group.runs_by_seed().items():
-                if len(runs) > 1:
-                    paths = ", ".join(str(_shown(r.run_dir)) for r in runs)
-                    notes.append(f"{where}: runs {paths} share {seed}: the Seeds column counts it once; the mean and ± "
-                                 "include each run")
-    return notes
-
-
-def _shown(path: Path) -> Path:
-    """Relative to the working directory when below it: a table made in a clone reads the same as the committed one."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return path
 
 
 def _markdown_escape(text: str) -> str:
@@ -186,13 +112,13 @@ def _markdown_escape(text: str) -> str:
 
 def render_markdown(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]) -> str:
     layout = ctx.layout
-    header = ["Model & Method", "# Trainable", "Seeds" if layout == "table3" else "Seeds (W / M / S)"]
+    header = ["Model & Method", "# Trainable", "Seeds" if layout != "table4" else "Seeds (W / M / S)"]
     align = ["---", "---:", "---:"]
     for key in LAYOUT_COLUMNS[layout]:
-        header += [COLUMNS[key].header, ctx.paper_header]
-        align += ["---:", "---:"]
-    header += ["Paper row", "Notes"]
-    align += ["---", "---"]
+        header += [COLUMNS[key].header, *([CI_HEADER] if has_interval(key) else []), ctx.paper_header]
+        align += ["---:", *(["---:"] if has_interval(key) else []), "---:"]
+    header += ["LR", "Paper row", "Notes"]
+    align += ["---", "---", "---"]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     for row in rows:
         cells = [_markdown_escape(row.label), _trainable_text(row), _seeds_text(row, layout)]
@@ -203,11 +129,14 @@ def render_markdown(rows: list[Row], ctx: TableContext, decimals: Mapping[str, i
                 cells.append(_markdown_escape(_reason_text(texts.reason, shown)))
             else:
                 cells.append((f"**{texts.value}**" if texts.best else texts.value) + texts.suffix)
+            if has_interval(key):
+                cells.append(interval_text(row.cells[key], decimals[key]))
             cells.append(texts.paper)
+        cells.append(_markdown_escape(row_text(row.groups)))
         cells.append(_markdown_escape(row.paper.label) if row.paper else "no matching row")
         cells.append(_markdown_escape("; ".join(row.notes)))
         lines.append("| " + " | ".join(cells) + " |")
-    notes = _footnotes(rows, ctx)
+    notes = footnotes(rows, ctx)
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {_markdown_escape(n)}" for n in notes) + "\n"
 
 
@@ -258,11 +187,12 @@ def render_latex(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]
     layout = ctx.layout
     pm = r"$\pm$"
     keys = LAYOUT_COLUMNS[layout]
-    spec = "lrr" + "rr" * len(keys) + "ll"
-    header = ["Model \\& Method", r"\# Trainable", "Seeds" if layout == "table3" else "Seeds (W / M / S)"]
+    spec = "lrr" + "".join("rrr" if has_interval(k) else "rr" for k in keys) + "lll"
+    header = ["Model \\& Method", r"\# Trainable", "Seeds" if layout != "table4" else "Seeds (W / M / S)"]
     for key in keys:
-        header += [latex_escape(COLUMNS[key].header), latex_escape(ctx.paper_header)]
-    header += ["Paper row", "Notes"]
+        header += [latex_escape(COLUMNS[key].header), *([latex_escape(CI_HEADER)] if has_interval(key) else []),
+                   latex_escape(ctx.paper_header)]
+    header += ["LR", "Paper row", "Notes"]
     lines = [
         "% Generated by lora-ft (lora_ft.report.table); needs no extra LaTeX packages.",
         "% If it is too wide, wrap the tabular in \\resizebox{\\textwidth}{!}{...} (package graphicx).",
@@ -284,16 +214,20 @@ def render_latex(rows: list[Row], ctx: TableContext, decimals: Mapping[str, int]
             else:
                 value = r"\textbf{" + texts.value + "}" if texts.best else texts.value
                 cells.append(value + latex_escape(texts.suffix))
+            if has_interval(key):
+                cells.append(latex_escape(interval_text(row.cells[key], decimals[key])))
             cells.append(texts.paper)
+        cells.append(latex_escape(row_text(row.groups)))
         cells.append(_latex_label(row.paper.label) if row.paper else "no matching row")
         cells.append(latex_escape("; ".join(row.notes)))
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\hline", r"\end{tabular}"]
-    caption = "GPT-2 on E2E (Table 3 layout)" if layout == "table3" else "WikiSQL, MNLI-m, SAMSum (Table 4 layout)"
+    caption = {"table3": "GPT-2 on E2E (Table 3 layout)", "table4": "WikiSQL, MNLI-m, SAMSum (Table 4 layout)"}.get(
+        layout, f"A custom task ({layout.removeprefix('custom-')})")
     if layout == "table3" and ctx.compare_with is not None and any(r.paper and not r.paper.same_model for r in rows):
         caption = f"E2E (Table 3 layout); paper columns: {GPT2_MODELS[ctx.compare_with]}'s numbers, a different model"
     lines.append(r"\caption{" + latex_escape(caption) + "}")
-    notes = _footnotes(rows, ctx)
+    notes = footnotes(rows, ctx)
     lines.append(r"\par\smallskip\raggedright " + r" \\ ".join(latex_escape(n) for n in notes))
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
@@ -318,6 +252,11 @@ def _cell_record(row: Row, key: str) -> dict[str, Any]:
         "paper": paper,
         "paper_std": row.paper.row.stds.get(key) if row.paper else None,
         "delta": None if paper is None or mean is None else mean - paper,
+        "interval": None if cell.interval is None else {
+            "low": cell.interval.low, "high": cell.interval.high, "level": LEVEL, "items": cell.interval.items,
+            "seeds": cell.interval.seeds, "resamples": cell.interval.resamples,
+            "method": "percentile bootstrap over the scored items, seeds pooled"},
+        "interval_reason": cell.interval_reason,
     }
 
 
@@ -327,7 +266,9 @@ def _row_record(row: Row, layout: str) -> dict[str, Any]:
         "model": row.first.model,
         "method": row.first.method,
         "trainable": row.trainable,
+        "untrained": row.untrained,
         "runs": {task: [str(r.run_dir) for r in g.runs] for task, g in row.groups.items()},
+        "learning_rate": row_record(row.groups),
         "not_applicable": {task: {"config": e.config_path, "reason": e.reason, "short": e.short}
                            for task, e in row.not_applicable.items()},
         "paper_row": row.paper.row.label if row.paper else None,
@@ -354,7 +295,7 @@ def render_json(rows: list[Row], ctx: TableContext) -> str:
         "rows": [_row_record(row, layout) for row in rows],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in ctx.skipped],
         "not_applicable_tasks": {e.task: e.reason for e in ctx.whole_task},
-        "footnotes": _footnotes(rows, ctx),
+        "footnotes": footnotes(rows, ctx),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
@@ -368,7 +309,8 @@ def render_csv(rows: list[Row], layout: str) -> str:
     header = ["row", "model", "method", "trainable", "runs"]
     for key in keys:
         header += [f"{key}_{part}" for part in ("mean", "std", "n", "values", "reason", "best", "paper", "paper_std", "delta")]
-    header += ["paper_row", "notes"]
+        header += [f"{key}_ci_low", f"{key}_ci_high"] if has_interval(key) else []
+    header += ["lr", "paper_row", "notes"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -394,7 +336,10 @@ def render_csv(rows: list[Row], layout: str) -> str:
                 _csv_number(c["paper_std"]),
                 _csv_number(c["delta"]),
             ]
-        line += [record["paper_row_label"] or "", "; ".join(row.notes)]
+            if has_interval(key):
+                interval = c["interval"] or {}
+                line += [_csv_number(interval.get("low")), _csv_number(interval.get("high"))]
+        line += [row_text(row.groups), record["paper_row_label"] or "", "; ".join(row.notes)]
         writer.writerow(line)
     return buffer.getvalue()
 

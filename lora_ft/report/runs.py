@@ -16,6 +16,8 @@ from lora_ft.errors import UserError
 from lora_ft.report.paper_numbers import GPT2_MODELS, model_key
 from lora_ft.results import RESULTS_FILENAME, ResultsError, RunResults, read_results
 
+SCORED_KEY = "scored_model"  # lora_ft.scored_model.SCORED_KEY: results.json's record of a scored adapter or folder
+
 
 class ReportError(UserError, ValueError):
     """The runs given cannot make the requested table, plot or analysis (the message says why and what to do)."""
@@ -38,6 +40,15 @@ class LoadedRun:
     @property
     def seed_label(self) -> str:
         return f"seed {self.seed}" if self.seed is not None else self.run_dir.name
+
+    @property
+    def untrained(self) -> str | None:
+        """"base" for the untrained base model's scores (`lora-ft eval --config --base`), "method" for the config's
+        method applied but not trained (its predictions file says "untrained"), None for a trained run."""
+        if not untrained_only(self.results):
+            return None
+        files = [str(e.predictions_file or "") for e in self.results.evaluations]
+        return "method" if any(f.endswith("-untrained.txt") for f in files) else "base"
 
 
 @dataclass
@@ -76,9 +87,6 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[LoadedRun], list[Skippe
         except ResultsError as exc:
             skipped.append(Skipped(run_dir, str(exc)))
             continue
-        if untrained_only(results):  # `eval --config`: its config names a method it never trained; not a seed of it
-            skipped.append(Skipped(run_dir, "an untrained model's scores (lora-ft eval --config), not a trained run"))
-            continue
         loaded.append(LoadedRun(run_dir, results))
     return loaded, skipped
 
@@ -88,8 +96,22 @@ def untrained_only(results: RunResults) -> bool:
     return not results.epochs and bool(results.evaluations) and all(ev.epoch == 0 for ev in results.evaluations)
 
 
-def config_identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config without what differs between seeds of one configuration (seed, output section, sweep)."""
+def scored_model(run: LoadedRun) -> dict[str, Any] | None:
+    """The provenance of a model `lora-ft eval --config` scored (an adapter or a model folder), or None."""
+    record = run.results.extra.get(SCORED_KEY)
+    return record if isinstance(record, dict) else None
+
+
+def config_identity(config: Mapping[str, Any], untrained: str | None = None) -> dict[str, Any]:
+    """The config without what differs between seeds of one configuration (seed, output section, sweep).
+
+    An untrained model's scores (``untrained``: "base" or "method", :attr:`LoadedRun.untrained`) are never a seed of the
+    method its config names: they keep only what decides them (model, task, decoding; the method unless "base")."""
+    if untrained is not None:
+        kept = {k: copy.deepcopy(config[k]) for k in ("model", "task", "method", "decoding") if k in config}
+        if untrained == "base":
+            kept["method"] = {"name": "base"}
+        return {**kept, "untrained": untrained}
     identity = copy.deepcopy(dict(config))
     identity.pop("output", None)
     identity.pop("sweep", None)
@@ -133,6 +155,11 @@ class ConfigGroup:
     def method(self) -> dict[str, Any]:
         return dict(self.identity.get("method") or {})
 
+    @property
+    def untrained(self) -> str | None:
+        """"base" / "method" for an untrained model's scores (:func:`config_identity`), None for trained runs."""
+        return self.identity.get("untrained")
+
     def runs_by_seed(self) -> dict[str, list[LoadedRun]]:
         """The runs of each distinct seed, by seed label: two copies of one seed are one seed, not two (a run without
         a recorded seed counts as a seed of its own)."""
@@ -150,6 +177,8 @@ def group_runs(runs: Sequence[LoadedRun]) -> list[ConfigGroup]:
     """Group runs by :func:`config_identity`, in order of first appearance."""
     groups: dict[str, ConfigGroup] = {}
     for run in runs:
-        identity = config_identity(run.results.config)
-        groups.setdefault(canonical_json(identity), ConfigGroup(identity)).runs.append(run)
+        identity = config_identity(run.results.config, run.untrained)
+        # Scored folders are models of their own even under one config (two adapters of one method and size).
+        where = (scored_model(run) or {}).get("path")
+        groups.setdefault(canonical_json([identity, where]), ConfigGroup(identity)).runs.append(run)
     return list(groups.values())

@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from lora_ft.report.sweep import SweepError, SweepRun, load_sweep, run_sweep_command
+from lora_ft.report.sweep import SweepError, SweepRun, expand_sweep, load_sweep, run_sweep_command, train_runs
 from lora_ft.results import ResultsError, read_results
 
 SELECTION_FILE = "selection.json"
+MAX_EXTENSIONS = 3  # grid steps added beyond an edge choice before the search stops and says so
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ def describe_selection(record: dict[str, Any]) -> str:
         value = "n/a (" + c["status"] + ")" if c["score"] is None else f"{c['score']:.4f}"
         lines.append(f" {mark} {c['name']}: {value}")
     chosen = ", ".join(f"{k}={v}" for k, v in record["chosen"]["values"].items())
+    if record.get("extended_by"):
+        lines.append(f"the grid was extended beyond its edge by {', '.join(f'{v:g}' for v in record['extended_by'])}")
     lines.append(f"chosen: {chosen}")
     for key in record["at_edge_of_grid"]:
         lines.append(f"warning: the chosen {key} is at the edge of its grid {record['grid'][key]}: extend the grid "
@@ -158,13 +161,34 @@ def check_selected(config: dict[str, Any], path: str | Path) -> dict[str, Any]:
             "at_edge_of_grid": record.get("at_edge_of_grid", [])}
 
 
-def run_sweep_and_select(config_path: str | Path, overrides: Sequence[str], criterion: str) -> int:
+def run_sweep_and_select(config_path: str | Path, overrides: Sequence[str], criterion: str,
+                         max_extensions: int = MAX_EXTENSIONS) -> int:
     """``lora-ft sweep --select CRITERION``: train the sweep's missing runs, then choose and write selection.json.
-    A run that diverged at a high rate is a finding, not a reason to stop: it counts as the worst candidate."""
+    A run that diverged at a high rate is a finding, not a reason to stop: it counts as the worst candidate. A choice
+    at the edge of a one-key numeric grid extends the grid one step beyond it (the same ratio as its last step), up to
+    `max_extensions` times: the best rate may lie beyond the grid."""
     parse_criterion(criterion)  # a bad criterion fails before any run starts
     raw, runs = load_sweep(config_path, overrides)
     run_sweep_command(config_path, overrides)
     record = select(runs, criterion)
+    extensions = []
+    while record["at_edge_of_grid"] and len(raw["sweep"]) == 1 and len(extensions) < max_extensions:
+        key = record["at_edge_of_grid"][0]
+        value = next_grid_value(record["grid"][key], record["chosen"]["values"][key])
+        print(f"the chosen {key} is at the edge of {record['grid'][key]}: extending the grid to {value:g}", flush=True)
+        [extra] = expand_sweep({**raw, "sweep": {key: [value]}}, raw["output"]["dir"])
+        train_runs(config_path, [extra], overrides)
+        runs, extensions = [*runs, extra], [*extensions, value]
+        record = select(runs, criterion)
+    record["extended_by"] = extensions
     print(describe_selection(record))
     print(f"wrote {write_selection(raw['output']['dir'], record)}")
     return 0
+
+
+def next_grid_value(values: Sequence[float], chosen: float) -> float:
+    """One step beyond `chosen`, an end of the numeric grid `values`, by the ratio of the grid's step there (3 significant
+    digits): [2e-4, 6e-4, 2e-3, 6e-3] at 6e-3 -> 1.8e-2; at 2e-4 -> 6.67e-5."""
+    ordered = sorted(values)
+    neighbour = ordered[-2] if chosen == ordered[-1] else ordered[1]
+    return float(f"{chosen * chosen / neighbour:.3g}")

@@ -33,6 +33,7 @@ import yaml
 
 from lora_ft.results import ResultsError, read_results
 from lora_ft.schema import ConfigError
+from lora_ft.yaml12 import dump_yaml, load_yaml
 
 
 @dataclass(frozen=True)
@@ -84,22 +85,26 @@ def format_override_value(value: Any) -> str:
     elif isinstance(value, (int, float)):
         text = repr(value)
         if isinstance(value, float) and "e" in text and "." not in text:
-            # YAML 1.1 (PyYAML) reads 1e-05 as a string; 1.0e-05 is a float.
+            # YAML 1.1 readers take 1e-05 for a string; 1.0e-05 is a float in both versions.
             mantissa, exponent = text.split("e")
             text = f"{mantissa}.0e{exponent}"
     elif isinstance(value, (list, tuple)):
         text = "[" + ",".join(format_override_value(v) for v in value) + "]"
     elif isinstance(value, str):
         text = value
-        try:
-            plain_ok = yaml.safe_load(value) == value and "," not in value and value.strip() == value
+        try:  # plain only where YAML 1.2 (lora-ft's overrides) and 1.1 (other tools) both read the text itself
+            plain_ok = load_yaml(value) == value == yaml.safe_load(value) and "," not in value and value.strip() == value
         except yaml.YAMLError:
             plain_ok = False
         if not plain_ok:
-            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+            text = dump_yaml(value, default_flow_style=True).strip().removesuffix("\n...").strip()
     else:
         raise SweepError(f"cannot sweep a value of type {type(value).__name__}: {value!r}")
-    if yaml.safe_load(text) != (list(value) if isinstance(value, tuple) else value):
+    try:  # what `lora-ft train` will read from the printed override
+        same = load_yaml(text) == (list(value) if isinstance(value, tuple) else value)
+    except yaml.YAMLError:
+        same = False
+    if not same:
         raise SweepError(f"value {value!r} does not survive the round trip through {text!r}")
     return text
 
@@ -170,13 +175,10 @@ def expand_sweep(raw_config: Mapping[str, Any], base_output_dir: str) -> list[Sw
 def load_sweep(config_path: str | Path, overrides: Sequence[str] = ()) -> tuple[dict[str, Any], list[SweepRun]]:
     """Read a sweep config file, apply command-line ``overrides`` (``key=value``, not to swept keys), and expand
     it under its ``output.dir``."""
+    from lora_ft.config import read_yaml  # the reader of `lora-ft train`: YAML 1.2, one-line errors
+
     path = Path(config_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SweepError(f"{path}: no such config file") from exc
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{path}: not valid YAML ({exc})") from exc
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: expected a mapping at the top level")
     if overrides:
@@ -241,6 +243,26 @@ def _finished(output_dir: str) -> str | None:
     return status if status in ("trained", "evaluated") else None
 
 
+def train_runs(config_path: str | Path, runs: Sequence[SweepRun], overrides: Sequence[str] = (), *,
+               accelerate: bool = False) -> list[str]:
+    """Train `runs` one after another (a finished one is skipped); the names of those that failed."""
+    # sys.executable rather than the `lora-ft` script: the same environment, whether or not it is on PATH.
+    prefix = [sys.executable, "-m", "lora_ft"]
+    if accelerate:
+        prefix = [sys.executable, "-m", "accelerate.commands.launch", "-m", "lora_ft"]
+    failed: list[str] = []
+    for index, run in enumerate(runs, start=1):
+        done = _finished(run.output_dir)
+        if done is not None:
+            print(f"[{index}/{len(runs)}] {run.name}: already {done} in {run.output_dir}, skipped", flush=True)
+            continue
+        argv = [*prefix, *_train_args(config_path, run, overrides)]
+        print(f"[{index}/{len(runs)}] {run.name}: {shlex.join(argv)}", flush=True)
+        if subprocess.call(argv) != 0:
+            failed.append(run.name)
+    return failed
+
+
 def run_sweep_command(
     config_path: str | Path,
     overrides: Sequence[str] = (),
@@ -260,20 +282,7 @@ def run_sweep_command(
     if print_commands:
         print("\n".join(launch_commands(config_path, runs, accelerate, overrides)))
         return 0
-    # sys.executable rather than the `lora-ft` script: the same environment, whether or not it is on PATH.
-    prefix = [sys.executable, "-m", "lora_ft"]
-    if accelerate:
-        prefix = [sys.executable, "-m", "accelerate.commands.launch", "-m", "lora_ft"]
-    failed: list[str] = []
-    for index, run in enumerate(runs, start=1):
-        done = _finished(run.output_dir)
-        if done is not None:
-            print(f"[{index}/{len(runs)}] {run.name}: already {done} in {run.output_dir}, skipped", flush=True)
-            continue
-        argv = [*prefix, *_train_args(config_path, run, overrides)]
-        print(f"[{index}/{len(runs)}] {run.name}: {shlex.join(argv)}", flush=True)
-        if subprocess.call(argv) != 0:
-            failed.append(run.name)
+    failed = train_runs(config_path, runs, overrides, accelerate=accelerate)
     print(f"sweep: {len(runs) - len(failed)} of {len(runs)} runs trained or already finished"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     print("next: `lora-ft eval --run DIR --epochs all` for each run, then `lora-ft table --runs "

@@ -15,7 +15,9 @@ The rules, in the order a reader needs them:
   MNLI: validation, i.e. validation_matched; SAMSum: test; or ``split=``): with ``epoch="best"`` the evaluation with the
   highest primary metric (E2E BLEU, WikiSQL and MNLI accuracy, SAMSum ROUGE-L; the paper's practice,
   optimistic when the split is the test set), with ``epoch="last"`` the latest one, with
-  ``epoch="best_val_loss"`` the one at the epoch of lowest validation loss. All metrics of a seed come
+  ``epoch="best-validation"`` the one at the epoch of lowest validation loss (chosen on the selection split, never the
+  scored one; "n/a" when that epoch was not evaluated). The untrained model has one evaluation, whatever the rule.
+  All metrics of a seed come
   from that same evaluation.
 - A cell is mean ± sample standard deviation (ddof=1) over the seeds that have a score, printed
   compactly as the paper does ("70.4±.1", the ± rounded to the mean's decimals; decimals as the paper
@@ -40,11 +42,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from lora_ft.report.cells import COLUMNS, EPOCH_CHOICES, LAYOUT_COLUMNS, select_evaluation
+from lora_ft.report.cells import COLUMNS, EPOCH_CHOICES, LAYOUT_COLUMNS, LAYOUT_TASKS, select_evaluation
 from lora_ft.report.not_applicable import read_not_applicable
 from lora_ft.report.paper_numbers import GPT2_MODELS, TASKS_TABLE3, TASKS_TABLE4
+from lora_ft.report.intervals import attach_intervals
+from lora_ft.report.notes import TableContext
 from lora_ft.report.render import (
-    TableContext,
     format_mean_std,
     latex_escape,
     render_csv,
@@ -58,7 +61,7 @@ from lora_ft.report.runs import ConfigGroup, ReportError, Skipped, group_runs, l
 # Re-exported: the names callers import from here (the table's entry point).
 __all__ = ["ReportError", "build_table", "choose_layout", "format_mean_std", "latex_escape", "select_evaluation"]
 
-LAYOUTS = ("auto", "table3", "table4")
+LAYOUTS = ("auto", *LAYOUT_COLUMNS)
 FORMATS = ("markdown", "latex", "csv", "json")
 
 
@@ -71,9 +74,14 @@ def choose_layout(groups: Sequence[ConfigGroup], extra_tasks: Sequence[str] = ()
         return "table3"
     if tasks and tasks <= set(TASKS_TABLE4):
         return "table4"
+    metrics = sorted({str((g.identity.get("task") or {}).get("metric")) for g in groups if g.task == "custom"})
+    if tasks == {"custom"} and len(metrics) == 1 and f"custom-{metrics[0]}" in LAYOUT_COLUMNS:
+        return f"custom-{metrics[0]}"  # your own data: one table per metric
     raise ReportError(
-        f"cannot choose a layout for runs of tasks {sorted(tasks)}: Table 3 is E2E, Table 4 is WikiSQL/MNLI/SAMSum; "
-        "pass layout='table3' or 'table4' (runs of other tasks are then left out) or give fewer run directories"
+        f"cannot choose a layout for runs of tasks {sorted(tasks)}"
+        + (f" (custom metrics {', '.join(metrics)})" if metrics else "")
+        + ": Table 3 is E2E, Table 4 is WikiSQL/MNLI/SAMSum, a custom task's table has one task.metric; pass a layout "
+        f"({', '.join(LAYOUTS[1:])}: runs of other tasks are then left out) or give fewer run directories"
     )
 
 
@@ -111,7 +119,7 @@ def build_table(
     groups = group_runs(runs)
     if layout == "auto":
         layout = choose_layout(groups, [e.task for e in not_applicable if e.config is not None])
-    tasks = TASKS_TABLE3 if layout == "table3" else TASKS_TABLE4
+    tasks = LAYOUT_TASKS[layout]
     for group in groups:
         if group.task not in tasks:
             skipped.extend(Skipped(r.run_dir, f"task {group.task!r} is not in the {layout} layout") for r in group.runs)
@@ -124,6 +132,7 @@ def build_table(
         raise ReportError(f"none of the runs belongs in {layout} (tasks {', '.join(tasks)})")
     decimals = {k: (COLUMNS[k].decimals if digits is None else digits) for k in LAYOUT_COLUMNS[layout]}
     mark_best(rows, decimals)
+    attach_intervals([cell for row in rows for cell in row.cells.values()])
     ctx = TableContext(layout, epoch, split, skipped, [e for e in not_applicable if e.config is None], compare_with)
     if fmt == "markdown":
         return render_markdown(rows, ctx, decimals)

@@ -1,10 +1,12 @@
-"""The task registry: `get_task(config.task)` -> a Task for e2e | wikisql | mnli | samsum."""
+"""The task registry: `get_task(config.task)` -> a Task for e2e | wikisql | mnli | samsum, or custom (your own data)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from .base import EvalItem, Example, Task, TaskDataError
+from .custom import SETTINGS as CUSTOM_SETTINGS
+from .custom import CustomTask
 from .e2e import E2ETask
 from .mnli import MNLITask
 from .samsum import SAMSumTask
@@ -13,7 +15,7 @@ from .wikisql import WikiSQLTask
 if TYPE_CHECKING:
     from ..config import TaskConfig
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (E2ETask, WikiSQLTask, MNLITask, SAMSumTask)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (E2ETask, WikiSQLTask, MNLITask, SAMSumTask, CustomTask)}
 
 
 def get_task(config: TaskConfig) -> Task:
@@ -22,6 +24,10 @@ def get_task(config: TaskConfig) -> Task:
         cls = TASKS[config.name]
     except KeyError:
         raise TaskDataError(f"unknown task {config.name!r}; known tasks: {', '.join(TASKS)}") from None
+    stray = [f"task.{key}" for key in CUSTOM_SETTINGS if cls is not CustomTask and getattr(config, key, None)]
+    if stray:  # a built-in task has its own format: a template set for it would be silently ignored
+        raise TaskDataError(f"{', '.join(stray)} apply to task.name: custom only; the {config.name} task formats its "
+                            "own rows (see lora_ft/tasks)")
     return cls(config)
 
 

@@ -135,7 +135,7 @@ class E2ETask(Task):
 def read_paper_file(path: Path) -> list[Row]:
     """Rows of an `MR||reference` file (the authors' format). Blank lines are skipped; malformed ones are errors."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the first MR
     except UnicodeDecodeError as exc:
         raise TaskDataError(f"{path}: not UTF-8 text ({exc})") from exc
     rows = []

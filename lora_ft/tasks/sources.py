@@ -4,6 +4,7 @@ hub splits, with every failure turned into a one-line TaskDataError. Knows nothi
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +29,7 @@ def read_tsv(path: Path):
     import datasets
 
     # The csv module with QUOTE_NONE splits on tabs only, as GLUE's own readers do (csv.reader(..., quotechar=None)).
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:  # -sig: no byte-order mark in the first column name
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if not header:
@@ -56,7 +57,32 @@ def read_table(path: Path, *, string_columns: Sequence[str] = ()):
     try:
         return datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
     except Exception as exc:  # datasets raises many types for malformed files; all mean "this file cannot be read"
+        problem = json_problem(path) if builder == "json" else None  # datasets names no line: find it
+        if problem:
+            raise TaskDataError(f"{path} {problem}; fix or remove that line") from exc
         raise TaskDataError(f"cannot read {path} as {builder}: {type(exc).__name__}: {exc}") from exc
+
+
+def json_problem(path: Path) -> str | None:
+    """Where a .json/.jsonl file stops being JSON: 'line N: not valid JSON (reason)'; None if every part parses."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if path.suffix.lower() == ".json":  # one document (SAMSum's released array), unless it is JSON lines after all
+        try:
+            json.loads(text)
+            return None
+        except json.JSONDecodeError as exc:
+            if exc.msg != "Extra data" or text.lstrip().startswith("["):
+                return f"line {exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as exc:
+                return f"line {number}: not valid JSON ({exc.msg}, column {exc.colno})"
+    return None
 
 
 def offline_message(task: str, hub_id: str) -> str:

@@ -34,8 +34,12 @@ def test_adapter_sites_and_computation(tiny, family, method_name, sites):
     # h + up(act(down(LN(h)))) on the sublayer's output, computed by hand
     wrapper = arch.block_list(model)[0].get_submodule(arch.mlp_output)
     adapter = wrapper.adapter
-    weight = wrapper.base_layer.weight
-    x = torch.randn(3, weight.shape[0] if family == "gpt2" else weight.shape[1])  # GPT-2's Conv1D stores (in, out)
+    if family in tiny.moe:  # the adapter sits on the whole MoE block, whose input is the hidden state
+        width = tiny.hidden
+    else:
+        weight = wrapper.base_layer.weight
+        width = weight.shape[0] if family == "gpt2" else weight.shape[1]  # GPT-2's Conv1D stores (in, out)
+    x = torch.randn(1, 3, width)  # (batch, positions, width): a MoE block routes 3-D hidden states
     h = wrapper.base_layer(x)
     if method_name == "adapter_l":  # Lin et al.: a LayerNorm in front of the bottleneck
         h_in = F.layer_norm(h, h.shape[-1:], adapter.layer_norm.weight, adapter.layer_norm.bias)

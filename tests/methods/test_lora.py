@@ -77,7 +77,7 @@ def first_block_qkv(model, ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return _CAPTURED[0]
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "phi3"])  # phi3: k and v narrower than q (GQA)
 @pytest.mark.parametrize("targets", [["q"], ["v"], ["q", "v"]])
 def test_fused_slice_changes_only_its_own_part(tiny, family, targets):
     base = tiny.model(family)

@@ -64,7 +64,10 @@ def test_preembed_trains_the_virtual_embeddings(tiny, family):
         embedding.virtual[PREFIX].normal_(std=1.0)  # the first infix token's vector (not a constant shift: LayerNorm removes those)
     changed = logits(model, prompt)
     first_infix = PREFIX + 4
-    torch.testing.assert_close(changed[:, :first_infix], reference[:, :first_infix], rtol=0, atol=0)  # causal: earlier positions keep
+    # causal: earlier positions keep (a MoE's experts batch every token routed to them: the float sums of earlier
+    # positions may change in the last bits when a later token changes)
+    atol = 1e-6 if family in tiny.moe else 0
+    torch.testing.assert_close(changed[:, :first_infix], reference[:, :first_infix], rtol=0, atol=atol)
     assert not torch.allclose(changed[:, first_infix:], reference[:, first_infix:], atol=1e-4)
 
 

@@ -45,8 +45,8 @@ def expected_trainable(name: str, method_name: str, arch, num_layers: int) -> bo
 
 
 def test_only_intended_parameters_get_gradients(tiny, family, method_name):
-    if family == "llama" and method_name == "bitfit":
-        with pytest.raises(ValueError, match="bias"):  # LLaMA has no bias vectors at all
+    if family in tiny.bias_free and method_name == "bitfit":
+        with pytest.raises(ValueError, match="bias"):  # LLaMA, Phi-3, Gemma, Mixtral have no bias vectors at all
             tiny.adapt(family, method_name)
         return
     model, method, arch = tiny.adapt(family, method_name)
@@ -77,7 +77,7 @@ def closed_form_trainable(tiny, family: str, method_name: str, model, arch) -> i
     kw = tiny.method_kwargs[method_name]
     if method_name == "lora":  # r x in for A plus out x r for B, for W_q and W_v in every block
         r = kw["rank"]
-        v_out = d if family != "llama" else cfg.num_key_value_heads * (d // tiny.heads)
+        v_out = d if family not in tiny.separate_kv else cfg.num_key_value_heads * (d // tiny.heads)
         return L * (r * (d + d) + r * (d + v_out))
     if method_name == "adapter_h":
         r = kw["bottleneck"]
@@ -96,8 +96,9 @@ def closed_form_trainable(tiny, family: str, method_name: str, model, arch) -> i
             "opt": 4 * d + d + ff + d + d,  # q, k, v, out_proj, attn LN, fc1, fc2, final LN
             "gpt_neox": 3 * d + d + ff + d + 2 * d,  # qkv, dense, h_to_4h, 4h_to_h, two LNs
             "gptj": d + ff + d,  # ln_1, fc_in, fc_out (attention has no biases)
+            "qwen2_moe": d + 2 * getattr(cfg, "num_key_value_heads", 0) * (d // tiny.heads),  # q, k, v (RMSNorm: no bias)
         }[family]
-        final_norm = d
+        final_norm = 0 if family == "qwen2_moe" else d
         lm_head_bias = V if family == "gptj" else 0
         return L * per_block + final_norm + lm_head_bias
     if method_name == "ft":
@@ -112,8 +113,8 @@ def closed_form_trainable(tiny, family: str, method_name: str, model, arch) -> i
 
 
 def test_trainable_count_matches_closed_form(tiny, family, method_name):
-    if family == "llama" and method_name == "bitfit":
-        pytest.skip("LLaMA has no biases (checked above)")
+    if family in tiny.bias_free and method_name == "bitfit":
+        pytest.skip("no bias vectors in this family (checked above)")
     base_total = count_parameters(tiny.model(family))[1]
     model, method, arch = tiny.adapt(family, method_name)
     trainable, total = count_parameters(model)

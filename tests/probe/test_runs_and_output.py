@@ -223,7 +223,7 @@ def test_item11_a_folder_with_a_foreign_results_or_config_is_refused(tmp_path, c
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("lora_ft.train.adapted_model", no_model)
+    monkeypatch.setattr("lora_ft.build.adapted_model", no_model)
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / name).write_text(text)

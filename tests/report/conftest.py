@@ -31,7 +31,8 @@ def make_config(**sections: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def make_run(tmp_path: Path) -> Callable[..., Path]:
     """make_run(name, seed=..., method=/model=/task=/training= section overrides,
-    evaluations=[(split, epoch, scores)], status=..., error=..., trainable=..., base_total=..., val_losses=[...])
+    evaluations=[(split, epoch, scores) or (split, epoch, scores, predictions_file)], status=..., error=...,
+    trainable=..., base_total=..., val_losses=[...], extra={...})
     -> run dir (total parameters: base_total + trainable, GPT-2 M's by default)."""
 
     def _make(
@@ -42,12 +43,13 @@ def make_run(tmp_path: Path) -> Callable[..., Path]:
         task: dict[str, Any] | None = None,
         method: dict[str, Any] | None = None,
         training: dict[str, Any] | None = None,
-        evaluations: list[tuple[str, int | None, dict[str, float]]] = (),
+        evaluations: list[tuple] = (),
         status: str = "evaluated",
         error: str | None = None,
         trainable: int | None = 393_216,
         base_total: int = 354_823_168,
         val_losses: list[float] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Path:
         sections = {"model": model, "task": task, "method": method, "training": training}
         config = make_config(**{k: v for k, v in sections.items() if v is not None})
@@ -61,8 +63,10 @@ def make_run(tmp_path: Path) -> Callable[..., Path]:
             results.parameters = ParameterCounts(trainable, base_total + trainable, {"lora": trainable})
         for epoch, loss in enumerate(val_losses or [], start=1):
             results.add_epoch(EpochRecord(epoch=epoch, step=100 * epoch, train_loss=loss + 0.1, validation_loss=loss))
-        for split, epoch, scores in evaluations:
-            results.add_evaluation(Evaluation(split=split, epoch=epoch, scores=scores, num_items=630))
+        for split, epoch, scores, *predictions_file in evaluations:
+            results.add_evaluation(Evaluation(split=split, epoch=epoch, scores=scores, num_items=630,
+                                              predictions_file=next(iter(predictions_file), None)))
+        results.extra.update(extra or {})
         write_results(run_dir, results)
         return run_dir
 

@@ -41,3 +41,15 @@ def test_committed_table_is_regenerated_exactly(monkeypatch, table, fmt, suffix)
     text = build_table([Path(r) for r in args.runs], layout=args.layout, fmt=args.format, epoch=args.epoch,
                        compare_with=args.compare_with)
     assert text == committed.read_text(encoding="utf-8")
+
+
+def test_committed_search_table_is_regenerated_exactly(monkeypatch):
+    """results/mini_paper/search.md: `lora-ft table --searches results/mini_paper/search`, as mini_paper.sh --search
+    writes it."""
+    committed = RESULTS / "search.md"
+    if not committed.is_file():
+        pytest.skip("results/mini_paper/search.md is not committed yet")
+    monkeypatch.chdir(REPO)
+    from lora_ft.report.searches import search_table
+
+    assert search_table([Path("results/mini_paper/search")]) == committed.read_text(encoding="utf-8")

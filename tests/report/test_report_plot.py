@@ -107,3 +107,33 @@ def test_figure2_from_both_tables_with_na_rows(make_run, tmp_path: Path):
                  "not run, n/a: BitFit (llama models have no bias vectors)"):
         assert text in svg, text
     assert "WikiSQL" not in svg and svg.count("not run, n/a") == 1  # only under the MNLI panel
+
+
+def test_figure2_error_bars_are_the_tables_intervals_and_the_base_model_is_a_band(make_run, tmp_path: Path):
+    """Issue 16 item 5: Figure 2 shows the 95% bootstrap intervals, and the untrained model with its own."""
+    import json
+
+    from lora_ft.metrics.e2e import score_e2e
+    from lora_ft.report.cells import COLUMNS, score_cell
+    from lora_ft.report.intervals import cell_interval
+    from lora_ft.report.plot import _point
+    from lora_ft.report.runs import group_runs, load_runs
+
+    references = [["The Eagle is a cheap pub ."], ["Blue Spice is a coffee shop ."], ["The Mill serves French food ."]]
+    for name, epoch, predictions in (("lora", 1, ["The Eagle is a pub .", "Blue Spice is a shop .", "The Mill ."]),
+                                     ("base", 0, ["", "a", ""])):
+        label = "final" if epoch else "base"
+        bleu = score_e2e(predictions, references, meteor=False)["BLEU"]
+        run = make_run(name, seed=1, evaluations=[("test", epoch, _scores(bleu), f"predictions-test-{label}.txt")],
+                       trainable=98_304 if epoch else None)
+        (run / f"predictions-test-{label}.jsonl").write_text(
+            "".join(json.dumps({"prediction": p, "references": r}) + "\n" for p, r in zip(predictions, references)))
+    runs, _ = load_runs([tmp_path / "runs"])
+    lora = next(g for g in group_runs(runs) if g.untrained is None)
+    interval, _ = cell_interval(score_cell(lora, COLUMNS["bleu"]))
+    trainable, mean, down, up = _point(lora, "bleu", "best", None)
+    assert (trainable, mean - down, mean + up) == pytest.approx((98_304, interval.low, interval.high))
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        paths = plot_params_vs_score([tmp_path / "runs"], tmp_path / "figure2")
+    svg = paths[1].read_text()
+    assert "GPT-2 M base model, untrained" in svg and "error bars: 95% bootstrap CI over the scored items" in svg

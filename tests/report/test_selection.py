@@ -106,3 +106,38 @@ def test_a_trained_run_keeps_its_search_in_results_json(tmp_path):
     run_dir = train(config_from_dict(config))
     search = json.loads((Path(run_dir) / "results.json").read_text())["extra"]["search"]
     assert search["chosen"] == {"training.learning_rate": 3e-4} and math.isclose(search["chosen_score"], 1.5)
+
+
+@pytest.mark.parametrize("best_rate, extended_by, chosen, at_edge", [
+    (2e-2, [9e-3, 2.7e-2, 8.1e-2], 2.7e-2, []),  # inside the grid after three steps of its own ratio (x 3)
+    (1.0, [9e-3, 2.7e-2, 8.1e-2], 8.1e-2, ["training.learning_rate"]),  # still at the edge: stops, and says so
+])
+def test_a_choice_at_the_edge_extends_the_grid(tmp_path, monkeypatch, best_rate, extended_by, chosen, at_edge):
+    """Validation loss falls up to `best_rate` and rises after: the grid [1e-4, 3e-4, 1e-3, 3e-3] is extended beyond
+    its edge by its own step, at most MAX_EXTENSIONS (3) times; the record keeps the extension."""
+    from lora_ft.report import selection
+
+    def fake_loss(rate: float) -> float:
+        return abs(math.log10(rate) - math.log10(best_rate)) + 1.0
+
+    def fake_train(config_path, runs, overrides=(), **kwargs):
+        for run in runs:
+            finish(run.output_dir, fake_loss(run.values["training.learning_rate"]))
+        return []
+
+    path = sweep_file(tmp_path)
+    monkeypatch.setattr(selection, "train_runs", fake_train)
+    monkeypatch.setattr(selection, "run_sweep_command", lambda config, overrides: fake_train(config, load_sweep(config)[1]))
+    assert selection.run_sweep_and_select(path, [], "validation_loss") == 0
+    record = json.loads((tmp_path / "search" / "selection.json").read_text())
+    assert record["extended_by"] == extended_by
+    assert record["chosen"]["values"] == {"training.learning_rate": chosen}
+    assert record["at_edge_of_grid"] == at_edge
+    assert (tmp_path / "search" / "learning_rate0.081" / "results.json").is_file()
+
+
+def test_the_next_grid_value_steps_by_the_grids_own_ratio():
+    from lora_ft.report.selection import next_grid_value
+
+    assert next_grid_value([2e-4, 6e-4, 2e-3, 6e-3], 6e-3) == 1.8e-2
+    assert next_grid_value([2e-4, 6e-4, 2e-3, 6e-3], 2e-4) == 6.67e-5

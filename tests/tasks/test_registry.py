@@ -10,11 +10,13 @@ from lora_ft.tasks.base import Task, TaskDataError
 
 
 def test_every_task_is_registered_and_complete():
-    assert set(TASKS) == {"e2e", "wikisql", "mnli", "samsum"}
+    assert set(TASKS) == {"e2e", "wikisql", "mnli", "samsum", "custom"}
     for name, cls in TASKS.items():
-        task = get_task(TaskConfig(name=name))
+        # the custom task's format is the config's (its prompt, target and metric: tests/tasks/test_task_custom.py)
+        settings = {"prompt": "{q}\nA:", "target": "a", "metric": "bleu"} if name == "custom" else {}
+        task = get_task(TaskConfig(name=name, **settings))
         assert isinstance(task, Task) and task.name == name
-        assert cls.primary_metric in cls.metric_names
+        assert task.primary_metric in task.metric_names
         assert cls.separator_eos is (name == "e2e")
 
 
@@ -29,5 +31,5 @@ def test_a_task_refuses_another_tasks_config():
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(TaskDataError, match="unknown task 'glue'; known tasks: e2e, wikisql, mnli, samsum"):
+    with pytest.raises(TaskDataError, match="unknown task 'glue'; known tasks: e2e, wikisql, mnli, samsum, custom"):
         get_task(TaskConfig(name="glue"))
