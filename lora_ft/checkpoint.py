@@ -4,10 +4,12 @@
 a sha256 of their bytes: a damaged file is a one-line error, never a model with wrong weights.
 
 A checkpoint `checkpoints/<name>/` holds trained.safetensors, optimizer.safetensors + optimizer.json,
-scheduler.json, rng-<process>.safetensors + rng-<process>.json (one pair per process), progress.json and, written
-last, manifest.json: every other file's size and sha256. It is written as `checkpoints/.partial-<name>/` and renamed
-when complete. `--resume` uses the newest checkpoint whose files match its manifest and names every one it skipped.
-Nothing in a run directory is ever unpickled (see training_state.py).
+scheduler.json, rng-<process>.safetensors + rng-<process>.json (one pair per process), scaler.json (fp16's loss
+scale), progress.json and, written last, manifest.json: every other file's size and sha256 (manifest.py). Under FSDP
+the trained tensors and the optimizer's tensors are instead written by every process, its own shard, in model/ and
+optimizer/ (sharded.py). It is written as `checkpoints/.partial-<name>/` and renamed when complete. `--resume` uses
+the newest checkpoint whose files match its manifest and names every one it skipped. Nothing in a run directory is
+ever unpickled (see training_state.py).
 """
 
 from __future__ import annotations
@@ -23,26 +25,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from .errors import UserError
 from .methods.base import Method
 from .atomic import atomic_output
+from .manifest import (
+    MANIFEST_FILE, CheckpointError, file_entry, read_manifest, verify_files, write_manifest,  # noqa: F401 (re-exported)
+)
 from .results import write_json_atomic
+from .sharded import (
+    FINAL_DIR, MODEL_DIR, is_sharded, load_sharded_state, own_shard_files, read_sharded_model, save_sharded_state,
+    save_sharded_weights,
+)
 from .training_state import load_state, rng_state, save_state, set_rng_state
 
 logger = logging.getLogger("lora_ft.checkpoint")
 
 TRAINED_FILE = "trained.safetensors"
 PROGRESS_FILE = "progress.json"
-MANIFEST_FILE = "manifest.json"
-CHECKPOINT_FORMAT = "lora-ft-checkpoint/1"
 PARTIAL_PREFIX = ".partial-"  # a checkpoint being written; renamed to its name once its manifest is in place
-OLD_STATE_FILE = "training_state.pt"  # lora-ft before checkpoint format 1: a pickle, never loaded
 TENSORS_SHA256_KEY = "tensors_sha256"
 REQUIRED_FILES = (TRAINED_FILE, "optimizer.json", "scheduler.json", PROGRESS_FILE, "rng-0.json")
-
-
-class CheckpointError(UserError, RuntimeError):
-    """A damaged, incomplete or foreign checkpoint or trained-weights file."""
+REQUIRED_SHARDED = ("optimizer.json", "scheduler.json", PROGRESS_FILE, "rng-0.json")  # and model/ files
 
 
 def _warn(message: str, accelerator=None) -> None:
@@ -70,14 +72,18 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_trained(model: nn.Module, method: Method, directory: Path) -> Path:
-    """Write the trainable tensors to `directory/trained.safetensors` atomically; returns the path.
+def trained_metadata(model: nn.Module, method: Method) -> dict[str, str]:
+    """The method's name and what the method needs to read its tensors back (`Method.checkpoint_metadata`, e.g. LoRA's
+    slice names)."""
+    return {"method": method.name, "format": "lora-ft/1", **method.checkpoint_metadata(model)}
 
-    The metadata holds the method's name, what the method needs to read the tensors back (`Method.checkpoint_metadata`,
-    e.g. LoRA's slice names) and the tensors' sha256."""
+
+def save_trained(model: nn.Module, method: Method, directory: Path, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the trainable tensors (or `tensors`, gathered from a sharded model) to `directory/trained.safetensors`
+    atomically; returns the path. The metadata holds `trained_metadata` and the tensors' sha256."""
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.contiguous().cpu() for name, t in trainable_state_dict(model).items()}
-    metadata = {"method": method.name, "format": "lora-ft/1", **method.checkpoint_metadata(model)}
+    tensors = {name: t.contiguous().cpu() for name, t in (tensors or trainable_state_dict(model)).items()}
+    metadata = trained_metadata(model, method)
     metadata[TENSORS_SHA256_KEY] = tensors_digest(tensors)
     path = directory / TRAINED_FILE
     with atomic_output(path, overwrite=True) as tmp:  # synced, renamed, umask mode, one-line error on a full disk
@@ -90,9 +96,12 @@ def read_trained(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     directory's manifest when it is a checkpoint); CheckpointError if the file is damaged."""
     path = Path(directory) / TRAINED_FILE
     if not path.is_file():
+        for folder in (Path(directory), Path(directory) / FINAL_DIR):  # a sharded checkpoint, an FT run's final state
+            if (folder / MODEL_DIR).is_dir() and (folder / MANIFEST_FILE).is_file():
+                return read_sharded_trained(folder)
         raise FileNotFoundError(f"{path} does not exist: is {directory} a finished lora-ft run or checkpoint?")
     if (path.parent / MANIFEST_FILE).is_file():
-        _verify_files(path.parent, _read_manifest(path.parent), [TRAINED_FILE])
+        verify_files(path.parent, read_manifest(path.parent), [TRAINED_FILE])
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -103,6 +112,16 @@ def read_trained(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     if expected is not None and tensors_digest(tensors) != expected:
         raise CheckpointError(f"{path} is damaged: its tensors do not match the checksum saved with them")
     return tensors, metadata
+
+
+def read_sharded_trained(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The whole trained tensors of an FSDP run's shards (verified against their manifest), in this process."""
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest, [name for name in manifest["files"] if name.startswith(f"{MODEL_DIR}/")])
+    try:
+        return read_sharded_model(folder), dict(manifest.get("trained") or {})
+    except Exception as exc:  # DCP reports a bad shard as CheckpointException; any failure here is the files'
+        raise CheckpointError(f"{folder}: its {MODEL_DIR}/ shards cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
 def apply_trained(model: nn.Module, tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: Path) -> None:
@@ -136,115 +155,104 @@ def load_lora_factors(run_dir: str | Path) -> dict[str, tuple[torch.Tensor, torc
     return factors_from_state_dict(tensors, metadata)
 
 
-# -- manifest ----------------------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_manifest(directory: Path, progress: dict, num_processes: int) -> None:
-    """Record every file of `directory` with its size and sha256; written last, it marks the checkpoint complete."""
-    files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-        for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST_FILE
-    }
-    manifest = {"format": CHECKPOINT_FORMAT, "progress": progress, "num_processes": num_processes, "files": files}
-    manifest["sha256"] = _manifest_digest(manifest)
-    write_json_atomic(directory / MANIFEST_FILE, manifest, overwrite=True)
-
-
-def _manifest_digest(manifest: dict) -> str:
-    """sha256 of the manifest's own content (all but this field), so that a damaged manifest is noticed too."""
-    content = {k: v for k, v in manifest.items() if k != "sha256"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-
-
-def _read_manifest(directory: Path) -> dict:
-    path = directory / MANIFEST_FILE
-    if not path.is_file():
-        if (directory / OLD_STATE_FILE).exists():
-            raise CheckpointError(
-                f"{directory}: written by an older lora-ft ({OLD_STATE_FILE} is a pickle, and loading a pickle can run code), "
-                "so it cannot be resumed safely; start the run again"
-            )
-        raise CheckpointError(f"{directory}: incomplete: it has no {MANIFEST_FILE} (the run stopped while writing it)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{directory}: its {MANIFEST_FILE} is unreadable ({exc})") from exc
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or manifest.get("format") != CHECKPOINT_FORMAT or not all(
-        isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("sha256"), str) for e in files.values()
-    ):
-        raise CheckpointError(f"{directory}: its {MANIFEST_FILE} is not a {CHECKPOINT_FORMAT} manifest")
-    if manifest.get("sha256") != _manifest_digest(manifest):
-        raise CheckpointError(f"{directory}: its {MANIFEST_FILE} is damaged (its content does not match its sha256)")
-    return manifest
-
-
-def _verify_files(directory: Path, manifest: dict, names) -> None:
-    files = manifest["files"]
-    for name in names:
-        if name not in files:
-            raise CheckpointError(f"{directory}: {MANIFEST_FILE} does not list {name}")
-        if Path(name).name != name or name in (".", ".."):
-            raise CheckpointError(f"{directory}: {MANIFEST_FILE} names {name!r}, which is not a file of the checkpoint")
-        path, entry = directory / name, files[name]
-        if not path.is_file():
-            raise CheckpointError(f"{directory}: {name} is missing")
-        size = path.stat().st_size
-        if size != entry["bytes"]:
-            raise CheckpointError(f"{directory}: {name} has {size} bytes, {MANIFEST_FILE} says {entry['bytes']} (truncated or replaced)")
-        if file_sha256(path) != entry["sha256"]:
-            raise CheckpointError(f"{directory}: {name} does not match its sha256 in {MANIFEST_FILE} (damaged or replaced)")
-
-
-def verify_checkpoint(directory: Path) -> dict:
-    """The manifest of a checkpoint whose every file is there, with the size and sha256 the manifest records."""
-    manifest = _read_manifest(directory)
-    missing = [name for name in REQUIRED_FILES if name not in manifest["files"]]
-    if missing:
-        raise CheckpointError(f"{directory}: its {MANIFEST_FILE} does not list {', '.join(missing)}")
-    _verify_files(directory, manifest, manifest["files"])
-    return manifest
-
-
 # -- whole checkpoints -------------------------------------------------------------------------------------------------
 
 
-def write_checkpoint(accelerator, root: Path, name: str, *, model, method: Method, optimizer, scheduler, progress: dict) -> Path:
-    """Write checkpoint `root/name` from every process (each saves its own RNG state); replaces an older one of that
-    name only once the new one is complete. Returns its directory."""
+def _agree(accelerator, error: str | None) -> str | None:
+    """The first error any process of a sharded run met (every process gets the same verdict)."""
+    if not (is_sharded(accelerator) and accelerator.num_processes > 1):
+        return error
+    from accelerate.utils import gather_object
+
+    return next((e for e in gather_object([error]) if e), None)
+
+
+def write_checkpoint(accelerator, root: Path, name: str, *, model, method: Method, optimizer, scheduler, progress: dict,
+                     scaler=None) -> Path:
+    """Write checkpoint `root/name` from every process (each saves its own RNG state, and under FSDP its shards);
+    replaces an older one of that name only once the new one is complete. Returns its directory."""
     acc = accelerator
+    sharded = is_sharded(acc)
     final, partial = root / name, root / f"{PARTIAL_PREFIX}{name}"
     if acc.is_main_process:
         if partial.exists():  # left by a run that stopped while writing it
             shutil.rmtree(partial)
         partial.mkdir(parents=True)
-        save_trained(acc.unwrap_model(model), method, partial)
-        save_state(optimizer.state_dict(), partial, "optimizer")
+        if not sharded:
+            save_trained(acc.unwrap_model(model), method, partial)
+            save_state(optimizer.state_dict(), partial, "optimizer")
         save_state(scheduler.state_dict(), partial, "scheduler")
+        if scaler is not None:  # fp16: the loss scale and its growth counter
+            save_state(scaler.state_dict(), partial, "scaler")
         write_json_atomic(partial / PROGRESS_FILE, progress, overwrite=True)
     acc.wait_for_everyone()
+    shards, extra = {}, {}
+    if sharded:  # every process its shard of the model and optimizer state; the main process the optimizer's values
+        optimizer_values = save_sharded_state(partial, model, optimizer)
+        if acc.is_main_process:
+            save_state(optimizer_values, partial, "optimizer")
+        shards = _shard_entries(acc, partial)
+        extra = {"sharded": True, "trained": trained_metadata(acc.unwrap_model(model), method)}
     save_state(rng_state(), partial, f"rng-{acc.process_index}")  # every process has its own generators
     acc.wait_for_everyone()
     if acc.is_main_process:
-        write_manifest(partial, progress, acc.num_processes)
-        if final.exists():
-            replaced = root / f".replaced-{name}"
-            shutil.rmtree(replaced, ignore_errors=True)
-            final.rename(replaced)
-            partial.rename(final)
-            shutil.rmtree(replaced)
-        else:
-            partial.rename(final)
+        write_manifest(partial, progress, acc.num_processes, known=shards, **extra)
+        _swap_in(partial, final)
     acc.wait_for_everyone()
     return final
+
+
+def _shard_entries(accelerator, directory: Path) -> dict:
+    """Size and sha256 of every shard under `directory`, each hashed by the process that wrote it (a collective)."""
+    from accelerate.utils import gather_object
+
+    own = {name: file_entry(directory / name) for name in own_shard_files(directory, accelerator.process_index)}
+    return {k: v for part in gather_object([own]) for k, v in part.items()}
+
+
+def _swap_in(partial: Path, final: Path) -> None:
+    """Rename the complete `partial` to `final`, replacing an older `final` only now."""
+    if final.exists():
+        replaced = final.parent / f".replaced-{final.name}"
+        shutil.rmtree(replaced, ignore_errors=True)
+        final.rename(replaced)
+        partial.rename(final)
+        shutil.rmtree(replaced)
+    else:
+        partial.rename(final)
+
+
+def write_final_sharded(accelerator, run_dir: Path, model, method: Method) -> Path:
+    """FT under FSDP: the final weights as every process's shard, `run_dir/trained-sharded/` (model/ and a manifest);
+    `lora-ft export` and `eval` consolidate it (read_trained). No process holds the whole model while writing."""
+    acc = accelerator
+    final, partial = run_dir / FINAL_DIR, run_dir / f"{PARTIAL_PREFIX}{FINAL_DIR}"
+    if acc.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    acc.wait_for_everyone()
+    save_sharded_weights(partial, model)
+    shards = _shard_entries(acc, partial)
+    if acc.is_main_process:
+        write_manifest(partial, {}, acc.num_processes, known=shards, sharded=True,
+                       trained=trained_metadata(acc.unwrap_model(model), method))
+        _swap_in(partial, final)
+    acc.wait_for_everyone()
+    return final
+
+
+def verify_checkpoint(directory: Path, share: tuple[int, int] | None = None) -> dict:
+    """The manifest of a checkpoint whose every file is there, with the size and sha256 the manifest records (with
+    `share` = (i, n), this process hashes the i-th of n parts of the shards)."""
+    manifest = read_manifest(directory)
+    sharded = manifest.get("sharded") is True
+    missing = [name for name in (REQUIRED_SHARDED if sharded else REQUIRED_FILES) if name not in manifest["files"]]
+    if sharded and not any(name.startswith(f"{MODEL_DIR}/") for name in manifest["files"]):
+        missing.append(f"{MODEL_DIR}/")
+    if missing:
+        raise CheckpointError(f"{directory}: its {MANIFEST_FILE} does not list {', '.join(missing)}")
+    verify_files(directory, manifest, manifest["files"], share)
+    return manifest
 
 
 def _recorded_order(directory: Path) -> tuple[float, float]:
@@ -272,14 +280,26 @@ def _read(directory: Path, name: str, read):
         raise CheckpointError(f"{directory}: {name} cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
-def load_checkpoint(directory: Path, manifest: dict, accelerator, *, model, optimizer, scheduler) -> dict:
-    """Restore a verified checkpoint into the model, optimizer, scheduler and this process's RNGs; returns its progress.
+def load_checkpoint(directory: Path, manifest: dict, accelerator, *, model, optimizer, scheduler, scaler=None) -> dict:
+    """Restore a verified checkpoint into the model, optimizer, scheduler, loss scaler and this process's RNGs;
+    returns its progress.
 
     Every file is parsed (CheckpointError if one does not) before anything is changed; only a malformed RNG state
-    can fail after that, and falling back to another checkpoint then replaces everything again."""
-    tensors, metadata = read_trained(directory)
+    can fail after that (and, sharded, a shard DCP cannot read: the processes agree on it), and falling back to another
+    checkpoint then replaces everything again. A sharded checkpoint loads into any number of processes (DCP reshards);
+    one written without FSDP cannot be loaded into an FSDP run."""
+    sharded = manifest.get("sharded") is True
+    if is_sharded(accelerator) and not sharded:
+        raise CheckpointError(f"{directory}: written without FSDP (one trained.safetensors), and this run shards its "
+                              "model with FSDP: resume it as it was launched")
+    tensors = metadata = None
+    if not sharded:
+        tensors, metadata = read_trained(directory)
     optimizer_state = _read(directory, "optimizer.json", lambda: load_state(directory, "optimizer"))
     scheduler_state = _read(directory, "scheduler.json", lambda: load_state(directory, "scheduler"))
+    scaler_state = None
+    if "scaler.json" in manifest["files"]:
+        scaler_state = _read(directory, "scaler.json", lambda: load_state(directory, "scaler"))
     progress = _read(directory, PROGRESS_FILE, lambda: json.loads((directory / PROGRESS_FILE).read_text(encoding="utf-8")))
     if not isinstance(progress, dict):
         raise CheckpointError(f"{directory}: {PROGRESS_FILE} does not hold an object")
@@ -287,9 +307,21 @@ def load_checkpoint(directory: Path, manifest: dict, accelerator, *, model, opti
     rng = None
     if f"{rng_stem}.json" in manifest["files"]:
         rng = _read(directory, f"{rng_stem}.json", lambda: load_state(directory, rng_stem))
-    apply_trained(accelerator.unwrap_model(model), tensors, metadata, directory)
-    optimizer.load_state_dict(optimizer_state)
+    if sharded:
+        try:
+            load_sharded_state(directory, model, optimizer, optimizer_state)
+        except Exception as exc:  # DCP's CheckpointException (all processes get it), or values that do not fit
+            raise CheckpointError(f"{directory}: its shards do not load into this run ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    else:
+        apply_trained(accelerator.unwrap_model(model), tensors, metadata, directory)
+        optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(scheduler_state)
+    if scaler is not None and scaler_state is not None:
+        scaler.load_state_dict(scaler_state)
+    elif scaler is not None:
+        _warn(f"{directory} holds no loss-scaler state (scaler.json): fp16's loss scale starts again from its default",
+              accelerator)
     if rng is not None:
         try:
             set_rng_state(rng)
@@ -302,19 +334,31 @@ def load_checkpoint(directory: Path, manifest: dict, accelerator, *, model, opti
     return progress
 
 
-def resume_latest(root: Path, accelerator, *, model, optimizer, scheduler) -> tuple[Path | None, dict | None, list[str]]:
+def resume_latest(root: Path, accelerator, *, model, optimizer, scheduler, scaler=None) -> tuple[Path | None, dict | None, list[str]]:
     """Load the newest intact checkpoint under `root`: (its directory, its progress, what was skipped and why).
 
-    Each skipped checkpoint is also a warning that names it; (None, None, skipped) when none is intact."""
+    Each skipped checkpoint is also a warning that names it; (None, None, skipped) when none is intact. In a sharded
+    run every process verifies a part of the shards and all agree before loading (and after: a shard DCP could not
+    read is skipped by all)."""
     # Hidden ones too: a complete `.partial-<name>` or `.replaced-<name>` is left if a run stops between the renames.
     dirs = [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+    share = (accelerator.process_index, accelerator.num_processes) if is_sharded(accelerator) else None
     skipped = []
     for directory in sorted(dirs, key=_recorded_order, reverse=True):
+        error = progress = None
         try:
-            manifest = verify_checkpoint(directory)
-            progress = load_checkpoint(directory, manifest, accelerator, model=model, optimizer=optimizer, scheduler=scheduler)
+            manifest = verify_checkpoint(directory, share)
         except CheckpointError as exc:
-            reason = str(exc).removeprefix(f"{directory}: ")
+            error = str(exc)
+        if _agree(accelerator, error) is None:
+            try:
+                progress = load_checkpoint(directory, manifest, accelerator, model=model, optimizer=optimizer,
+                                           scheduler=scheduler, scaler=scaler)
+            except CheckpointError as exc:
+                error = str(exc)
+        error = _agree(accelerator, error)
+        if error is not None:
+            reason = error.removeprefix(f"{directory}: ")
             skipped.append(f"{directory.name} ({reason})")
             _warn(f"--resume: skipping checkpoint {directory}: {reason}", accelerator)
             continue

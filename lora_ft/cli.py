@@ -29,11 +29,17 @@ def _load(args):
 
 
 def cmd_train(args) -> int:
+    args.overrides = train_overrides(args)
     cfg = _load(args)
     from .train import train
 
+    from .stop_signals import parse_signals
+
+    signals = parse_signals(args.stop_signals)
     command = "lora-ft train --config " + " ".join([args.config, *args.overrides])
-    run_dir = train(cfg, resume=args.resume, command=command)
+    if args.stop_signals:
+        command += f" --stop-signals {args.stop_signals}"
+    run_dir = train(cfg, resume=args.resume, command=command, signals=signals)
     if is_main_launch_process():  # under `accelerate launch`, once, not once per process
         print(f"trained: {run_dir}")
     return 0
@@ -207,6 +213,23 @@ def epochs_choice(text: str) -> str:
     )
 
 
+class ResumeAction(argparse.Action):
+    """--resume (True) or --resume auto. Any other word after --resume is an override (`--resume method.rank=4` was
+    always allowed): it goes back to the overrides, in its place."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, value or True)
+        if value not in (None, "auto"):
+            setattr(namespace, self.dest, True)
+            before = bool(getattr(namespace, "overrides", None))  # overrides already parsed stand before it
+            namespace.resume_overrides = (before, [*getattr(namespace, "resume_overrides", (0, []))[1], value])
+
+
+def train_overrides(args) -> list[str]:
+    before, words = getattr(args, "resume_overrides", (False, []))
+    return [*args.overrides, *words] if before else [*words, *args.overrides]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lora-ft", description="Reproduce the LoRA paper's experiments.")
     parser.add_argument("--version", action="version", version=f"lora-ft {__version__}")
@@ -222,7 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one run (use `accelerate launch -m lora_ft train ...` for several GPUs)")
     with_config(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in output.dir from its last checkpoint")
+    p.add_argument("--resume", nargs="?", default=False, action=ResumeAction, metavar="auto",
+                   help="continue the run in output.dir from its last checkpoint; --resume auto: continue it if it has "
+                   "one, else start it (one command for a job's first start and every requeue)")
+    p.add_argument("--stop-signals", metavar="SIGNALS",
+                   help="signals that make training finish its step, write a checkpoint and exit with 128 + the "
+                   "signal's number (default TERM,USR1; INT, Ctrl-C, always)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="decode and score a run, or score prediction files")
@@ -327,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except (UserError, FileNotFoundError) as exc:
         # Errors about the user's input or files get one clear line; anything else is a bug and keeps its traceback.
-        print(f"lora-ft: error: {exc}", file=sys.stderr)
+        if is_main_launch_process() or not getattr(exc, "main_process_only", False):  # a stop: every process, once
+            print(f"lora-ft: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_USER_ERROR)  # Ctrl-C during training: 130
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 
 EXIT_CODES = "exit codes: 0 done; 1 a bug in lora-ft (with its traceback: please report it); 2 a mistake in the input, " \
-    "explained in one line; 130 / 143 training interrupted (Ctrl-C / SIGTERM), resumable with --resume"
+    "explained in one line; 130 / 143 / 138 training stopped by Ctrl-C / SIGTERM / SIGUSR1 (after a checkpoint), " \
+    "resumable with --resume"
 
 EXAMPLES = {
     "train": """
   lora-ft train --config configs/e2e_gpt2m_r4.yaml
   lora-ft train --config configs/e2e_gpt2m_r4.yaml training.seed=111 output.dir=runs/r4-s111
   lora-ft train --config configs/e2e_gpt2m_r4.yaml --resume           # continue from the last checkpoint
+  lora-ft train --config configs/e2e_gpt2m_r4.yaml --resume auto      # continue, or start: a requeued job's command
   lora-ft train --config configs/e2e_gpt2m_r4.yaml training.report_to=[tensorboard]
   accelerate launch --multi_gpu --num_processes 8 -m lora_ft train --config configs/e2e_gpt2m_r4.yaml""",
     "eval": """

@@ -83,15 +83,18 @@ def gradient_norm(parameters) -> torch.Tensor:
 
 
 def all_finite(tensors) -> bool:
-    """Whether every value of every tensor is finite: one host sync however many tensors."""
-    flags = [torch.isfinite(t).all() for t in tensors]
+    """Whether every value of every tensor is finite: one host sync however many tensors. Of a sharded (FSDP) tensor
+    only this process's shard is looked at."""
+    flags = [torch.isfinite(t.to_local() if hasattr(t, "to_local") else t).all() for t in tensors]
     return bool(torch.stack(flags).all()) if flags else True
 
 
-def check_trained_weights_finite(model: torch.nn.Module, step: int, learning_rate: float) -> None:
+def check_trained_weights_finite(model: torch.nn.Module, step: int, learning_rate: float, agree=None) -> None:
     """Finite losses and gradients can still step into non-finite weights (an overflowing update): look at the trained
-    weights themselves before they are saved. One sync, at save time only."""
-    if not all_finite(p.detach() for p in model.parameters() if p.requires_grad):
+    weights themselves before they are saved. One sync, at save time only. `agree`: under FSDP, where each process
+    sees its own shards, makes every process's verdict the same (a collective)."""
+    finite = all_finite(p.detach() for p in model.parameters() if p.requires_grad)
+    if not (agree(finite) if agree else finite):
         raise TrainingDivergedError(
             f"training diverged: the trained weights were not finite (NaN or inf) after step {step}, though every loss "
             f"and gradient norm was; nothing from that step was saved. {diverged_advice(learning_rate)}"

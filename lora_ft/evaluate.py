@@ -27,6 +27,7 @@ from .atomic import check_writable, disk_full_advice
 from .yaml12 import dump_yaml
 from .build import RANDOM_BASE_KEY, rebuilt_model, seeded_base_model
 from .checkpoint import TRAINED_FILE, load_trained
+from .sharded import MODEL_DIR
 from .divergence import check_finite_weights
 from .config import RunConfig, load_config
 from .data import VirtualTokens, encode_prompt
@@ -115,7 +116,7 @@ def weights_dir(run_dir: Path, epoch: int | None) -> Path:
     if epoch is None:
         return run_dir
     directory = run_dir / CHECKPOINTS_DIR / f"epoch-{epoch}"
-    if not (directory / TRAINED_FILE).is_file():
+    if not ((directory / TRAINED_FILE).is_file() or (directory / MODEL_DIR).is_dir()):  # FSDP: shards (sharded.py)
         raise FileNotFoundError(f"{run_dir} has no checkpoint of epoch {epoch} ({directory} is missing)")
     return directory
 

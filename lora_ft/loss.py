@@ -25,7 +25,7 @@ from torch import nn
 
 from .models import architecture_for
 
-__all__ = ["completion_positions", "completion_loss", "completion_loss_per_example", "full_logits_loss"]
+__all__ = ["completion_positions", "completion_loss", "completion_loss_per_example", "full_logits_loss", "validation_loss"]
 
 IGNORE = -100
 
@@ -113,3 +113,24 @@ def loss_descriptions(label_smoothing: float) -> dict[str, str]:
         "train_loss": f"token-mean cross-entropy of the training batches, {smoothing} (the training objective)",
         "validation_loss": "token-mean cross-entropy of the validation split, no label smoothing",
     }
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, loader, packing, accelerator) -> float:
+    """Token-mean cross-entropy on the validation split, without label smoothing (a plain NLL).
+
+    Per-example sums go through `gather_for_metrics`, which drops the samples Accelerate repeats to even out the
+    last batch over processes: the value does not depend on the number of processes."""
+    model.eval()
+    loss_total, token_total = 0.0, 0
+    for batch in loader:
+        layout = packing(batch)
+        with completion_positions(model, layout.labels, layout.example) as (targets, rows):
+            logits = model(**layout.inputs).logits
+        example_losses, example_tokens = accelerator.gather_for_metrics(
+            completion_loss_per_example(logits, targets, rows, batch["labels"].shape[0])
+        )
+        loss_total += float(example_losses.sum())
+        token_total += int(example_tokens.sum())
+    model.train()
+    return loss_total / max(token_total, 1)

@@ -170,12 +170,13 @@ class RunResults:
         self.status = "failed"
         self.error = str(error)
 
-    def mark_interrupted(self, error: BaseException | str, *, step: int, signal: str) -> None:
+    def mark_interrupted(self, error: BaseException | str, *, step: int, signal: str, checkpoint: bool = False) -> None:
         """Set status ``interrupted`` (a signal stopped training at optimizer step ``step``; ``--resume`` continues it)
-        with the one-line message, and ``extra["interrupted"]`` = {"signal": "SIGTERM", "step": 12}."""
+        with the one-line message, and ``extra["interrupted"]`` = {"signal": "SIGTERM", "step": 12}, plus
+        ``"checkpoint": true`` when the run wrote a checkpoint at that step before it stopped."""
         self.mark_failed(error)
         self.status = "interrupted"
-        self.extra["interrupted"] = {"signal": signal, "step": step}
+        self.extra["interrupted"] = {"signal": signal, "step": step, **({"checkpoint": True} if checkpoint else {})}
 
     # ---- (de)serialisation ------------------------------------------------------------------
 

@@ -118,8 +118,11 @@ def continue_results(results: RunResults, progress: Progress, config: dict[str, 
 
 
 class TrainingInterrupted(UserError):
-    """SIGTERM or SIGINT (Ctrl-C): the message says where the run stopped and the command that continues it; the exit
-    code is 128 + the signal's number (130, 143), as shells and schedulers report a process a signal ended."""
+    """A stop signal (SIGTERM, SIGUSR1, Ctrl-C's SIGINT): the message says where the run stopped and the command that
+    continues it; the exit code is 128 + the signal's number (143, 138, 130), as shells and schedulers report a process
+    a signal ended. Under `accelerate launch` only the main process prints it (every process stops at the same step)."""
+
+    main_process_only = True
 
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
@@ -127,20 +130,28 @@ class TrainingInterrupted(UserError):
         self.exit_code = 128 + int(signum)
 
 
-def interrupted(command: str, resume: bool, progress: Progress | None = None, total_steps: int = 0,
+def interrupted(command: str, resume: bool | str, progress: Progress | None = None, total_steps: int = 0,
                 last_checkpoint_step: int | None = None, *, signum: int = signal.SIGINT) -> TrainingInterrupted:
-    """The one-line error after a signal: where the run stopped and the command that continues it."""
+    """The one-line error after a signal: where the run stopped and the command that continues it (`resume`: how this
+    run was started; with "auto" the same command continues it)."""
     by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"  # Ctrl-C: the user knows
+    again = f"{command} --resume auto" if resume == "auto" else None
     if progress is None:
         return TrainingInterrupted(
-            f"interrupted{by} before training started; run again with: {command}{' --resume' if resume else ''}", signum
-        )
-    where = f"interrupted at step {progress.step} of {total_steps}{by}"
-    if last_checkpoint_step is None:
-        return TrainingInterrupted(
-            f"{where}, before the first checkpoint (nothing to resume); start again with: {command} output.overwrite=true",
+            f"interrupted{by} before training started; run again with: {again or command + (' --resume' if resume else '')}",
             signum,
         )
+    if last_checkpoint_step is None:
+        return TrainingInterrupted(
+            f"interrupted at step {progress.step} of {total_steps}{by}, before the first checkpoint (nothing to resume); "
+            f"start again with: {again or command + ' output.overwrite=true'}", signum,
+        )
+    if last_checkpoint_step == progress.step:
+        return TrainingInterrupted(
+            f"stopped{by} at step {progress.step} of {total_steps}, checkpoint at that step written; resume with: "
+            f"{again or command + ' --resume'}", signum,
+        )
     return TrainingInterrupted(
-        f"{where} (last checkpoint: step {last_checkpoint_step}); resume with: {command} --resume", signum
+        f"interrupted at step {progress.step} of {total_steps}{by} (last checkpoint: step {last_checkpoint_step}); "
+        f"resume with: {again or command + ' --resume'}", signum,
     )

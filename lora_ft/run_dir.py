@@ -1,8 +1,9 @@
 """The run directory: its file names, the checks that keep a user's runs from being lost, and its train.log.
 
 A run directory holds config.yaml (the resolved config and the command that made it), results.json (results.py),
-train.log, trained.safetensors (the final weights) and checkpoints/ (checkpoint.py), plus a lock while a command
-writes into it (run_lock.py).
+train.log, trained.safetensors (the final weights; for full fine-tuning under FSDP, trained-sharded/ instead) and
+checkpoints/ (checkpoint.py; under FSDP with model/ and optimizer/ shard folders), plus a lock while a command writes
+into it (run_lock.py).
 
 lora-ft replaces or removes only files it can tell it wrote, so nothing a user keeps in a run directory is lost:
 a results.json that reads as lora-ft's (its schema), a config.yaml with lora-ft's header line (or beside such a
@@ -22,6 +23,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from .checkpoint import TRAINED_FILE
+from .sharded import FINAL_DIR, MODEL_DIR, OPTIMIZER_DIR, SHARD_FILE
 from .config import RunConfig
 from .errors import UserError
 from .results import RESULTS_FILENAME, ResultsError, read_results
@@ -34,9 +36,13 @@ CONFIG_HEADERS = ("# Resolved config of this run.", "# lora-ft eval --config")
 # (training_state.pt: an older lora-ft's; `.<name>.<pid>.<hex>.tmp`: atomic.py's temporary files).
 _CHECKPOINT_DIR = re.compile(r"(epoch|step)-\d+|\.partial-.+|\.replaced-.+")
 _CHECKPOINT_FILE = re.compile(
-    r"trained\.safetensors|(optimizer|scheduler|rng-\d+)\.(safetensors|json)|progress\.json|manifest\.json"
+    r"trained\.safetensors|(optimizer|scheduler|scaler|rng-\d+)\.(safetensors|json)|progress\.json|manifest\.json"
     r"|training_state\.pt|\..+\.\d+\.[0-9a-f]{8}\.tmp"
 )
+_SHARD_FOLDERS = (MODEL_DIR, OPTIMIZER_DIR)  # sharded.py: every process's shard files
+
+
+logger = logging.getLogger("lora_ft.run_dir")
 
 
 class RunDirectoryError(UserError, RuntimeError):
@@ -58,7 +64,7 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
         refuse_foreign_files(run_dir)
         if overwrite:
             own_checkpoint_files(run_dir / CHECKPOINTS_DIR)  # refuses a checkpoint folder holding a user's file
-    used = any((run_dir / name).exists() for name in (RESULTS_FILENAME, CHECKPOINTS_DIR, TRAINED_FILE))
+    used = any((run_dir / name).exists() for name in (RESULTS_FILENAME, CHECKPOINTS_DIR, TRAINED_FILE, FINAL_DIR))
     if resume:
         if not (run_dir / CHECKPOINTS_DIR).is_dir():
             raise RunDirectoryError(f"--resume: {run_dir} holds no checkpoints to resume from")
@@ -67,6 +73,39 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"{run_dir} already holds a run. Continue it with --resume, choose another output.dir, "
             "or pass output.overwrite=true to replace it."
         )
+
+
+def resume_or_start(run_dir: Path, config: dict) -> tuple[bool, bool]:
+    """`train --resume auto`, the one command of a job script that is requeued: (resume, start again).
+
+    - a checkpoint under checkpoints/ (one with a manifest; verified when it is loaded): continue the run (resume);
+    - no run there yet: start it;
+    - this run (same config, status training, interrupted or failed), stopped before its first checkpoint: start it
+      again, replacing only lora-ft's files as output.overwrite=true does (there was nothing to continue);
+    - anything else (a finished run without checkpoints, another config, an unreadable results.json): one-line error,
+      nothing touched."""
+    from .resume import check_resume_config
+
+    root = run_dir / CHECKPOINTS_DIR
+    if root.is_dir() and any(d.is_dir() and (d / "manifest.json").is_file() for d in root.iterdir()):
+        return True, False
+    if not any((run_dir / name).exists() for name in (RESULTS_FILENAME, CONFIG_FILE, TRAINED_FILE)):
+        return False, False
+    status = None
+    if (run_dir / RESULTS_FILENAME).exists():
+        try:
+            status = read_results(run_dir).status
+        except ResultsError as exc:
+            raise RunDirectoryError(f"--resume auto: {exc}") from None
+    if status not in (None, "training", "interrupted", "failed"):
+        raise RunDirectoryError(
+            f"--resume auto: {run_dir} holds a {status} run without checkpoints, so there is nothing to continue; "
+            "choose another output.dir, or pass output.overwrite=true to train it again"
+        )
+    if (run_dir / CONFIG_FILE).is_file():
+        check_resume_config(run_dir / CONFIG_FILE, config)  # another run's directory: refused, listing the changes
+    logger.warning("--resume auto: %s stopped before its first checkpoint; starting it again", run_dir)
+    return False, True
 
 
 def folder_contents(run_dir: Path) -> str:
@@ -120,16 +159,41 @@ def refuse_foreign_files(run_dir: Path) -> None:
 
 
 def own_checkpoint_files(root: Path) -> list[Path]:
-    """The files lora-ft wrote under root (a run's checkpoints/): its file names in folders of its checkpoint names.
-    RunDirectoryError if such a folder holds anything else: the run would replace that folder with its checkpoint."""
+    """The files lora-ft wrote under root (a run's checkpoints/): its file names in folders of its checkpoint names
+    (and shard files in their model/ and optimizer/ folders). RunDirectoryError if such a folder holds anything else:
+    the run would replace that folder with its checkpoint."""
     own: list[Path] = []
     folders = [d for d in sorted(root.iterdir()) if d.is_dir() and _CHECKPOINT_DIR.fullmatch(d.name)] if root.is_dir() else []
     for folder in folders:
-        for path in sorted(folder.iterdir()):
-            if not (path.is_file() and _CHECKPOINT_FILE.fullmatch(path.name)):
-                raise _not_ours(path, f"it is not a checkpoint file, and output.overwrite=true replaces {folder}")
-            own.append(path)
+        own.extend(_own_files(folder, f"output.overwrite=true replaces {folder}"))
     return own
+
+
+def _own_files(folder: Path, why: str) -> list[Path]:
+    own = []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir() and path.name in _SHARD_FOLDERS:
+            for shard in sorted(path.iterdir()):
+                if not (shard.is_file() and SHARD_FILE.fullmatch(shard.name)):
+                    raise _not_ours(shard, f"it is not a checkpoint file, and {why}")
+                own.append(shard)
+        elif path.is_file() and _CHECKPOINT_FILE.fullmatch(path.name):
+            own.append(path)
+        else:
+            raise _not_ours(path, f"it is not a checkpoint file, and {why}")
+    return own
+
+
+def remove_final_shards(run_dir: Path) -> None:
+    """Remove an FT run's sharded final weights (trained-sharded/: lora-ft's files only, then the folders if empty)."""
+    folder = run_dir / FINAL_DIR
+    if not folder.is_dir():
+        return
+    for path in _own_files(folder, f"a new run replaces {folder}"):
+        path.unlink()
+    for sub in (*(folder / name for name in _SHARD_FOLDERS), folder):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
 
 
 def remove_own_files(run_dir: Path) -> None:
@@ -140,8 +204,10 @@ def remove_own_files(run_dir: Path) -> None:
     for path in own_checkpoint_files(root):
         path.unlink()
     for folder in [d for d in root.iterdir() if d.is_dir() and _CHECKPOINT_DIR.fullmatch(d.name)] if root.is_dir() else []:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+        for sub in (*(folder / name for name in _SHARD_FOLDERS), folder):
+            with contextlib.suppress(OSError):
+                sub.rmdir()
+    remove_final_shards(run_dir)
     with contextlib.suppress(OSError):  # only if nothing of the user's is left in it
         root.rmdir()
 

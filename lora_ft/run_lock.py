@@ -22,7 +22,11 @@ A lock left by a process that died (kill -9, a crashed node) is stale:
 
 - on the same host (and PID namespace), the holder is checked: a PID that no longer runs, or now belongs to another
   process (Linux: a different start time), is taken over with a warning;
-- another host's process cannot be checked from here: the error says so and how to remove the lock.
+- another host's process cannot be checked from here: the error says so and how to remove the lock;
+- unless it is this job's own: the lock records the scheduler's job id (cluster.py: SLURM_JOB_ID, PBS_JOBID, ...,
+  or LORA_FT_JOB_ID). A requeued job runs again under the same id, often on another node, after its first attempt
+  ended; it takes over its own lock with a warning. Another job's lock is refused as before, and so is a lock of the
+  same SLURM attempt (SLURM_RESTART_COUNT) on another host or still running here: two steps of one job.
 
 Several processes may find the same stale lock at once; ``fcntl.flock`` on that stale file (a same-host lock, which
 every filesystem keeps consistent within one host) lets exactly one of them remove it before all try to create the
@@ -49,6 +53,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .atomic import disk_full_error
+from .cluster import scheduler_job
 from .errors import UserError
 
 logger = logging.getLogger("lora_ft.run_lock")
@@ -97,12 +102,16 @@ class LockHolder:
     token: str  # random: tells two holders with the same PID apart
     process_start: int | None = None
     pid_namespace: str | None = None
+    job_id: str | None = None  # the scheduler's, e.g. "slurm:1234" (cluster.scheduler_job)
+    job_attempt: int | None = None  # SLURM_RESTART_COUNT: 0, then +1 per requeue
 
     @classmethod
     def of_this_process(cls, command: str) -> "LockHolder":
+        job_id, attempt = scheduler_job()
         return cls(
             pid=os.getpid(), hostname=socket.gethostname(), command=" ".join(command.split()), started_at=_utc_now(),
             token=secrets.token_hex(8), process_start=_process_start(os.getpid()), pid_namespace=_pid_namespace(),
+            job_id=job_id, job_attempt=attempt,
         )
 
     @classmethod
@@ -114,7 +123,9 @@ class LockHolder:
             holder = cls(**{k: v for k, v in fields.items() if k in known})
         except (UnicodeDecodeError, ValueError, TypeError, AttributeError):
             return None
-        typed = isinstance(holder.pid, int) and holder.pid > 0 and isinstance(holder.process_start, (int, type(None)))
+        typed = isinstance(holder.pid, int) and holder.pid > 0 and all(
+            isinstance(v, (int, type(None))) for v in (holder.process_start, holder.job_attempt)
+        ) and isinstance(holder.job_id, (str, type(None)))
         texts = (holder.hostname, holder.command, holder.started_at, holder.token)
         return holder if typed and all(isinstance(t, str) for t in texts) else None
 
@@ -122,7 +133,20 @@ class LockHolder:
         return (json.dumps(dataclasses.asdict(self)) + "\n").encode("utf-8")
 
     def describe(self) -> str:
-        return f"PID {self.pid} on host {self.hostname} ({self.command}) since {self.started_at}"
+        job = f", job {self.job_id}" if self.job_id else ""
+        return f"PID {self.pid} on host {self.hostname} ({self.command}{job}) since {self.started_at}"
+
+    def earlier_attempt_of(self, mine: "LockHolder") -> bool:
+        """Whether this (another process's) lock was left by an earlier attempt of `mine`'s job: the same job id,
+        and either a different attempt, or, where attempts are not counted, a process on another host (a requeued job
+        runs only once its earlier attempt has ended). Never one still running here."""
+        if not self.job_id or self.job_id != mine.job_id or self.token == mine.token:
+            return False
+        if self.checkable_here():
+            return not self.is_running()
+        if self.job_attempt is not None and mine.job_attempt is not None:
+            return self.job_attempt != mine.job_attempt
+        return self.hostname != mine.hostname
 
     def age_s(self) -> float | None:
         try:
@@ -163,6 +187,7 @@ class RunLock:
         self.path = self.directory / filename
         self.command = command or " ".join(["lora-ft", *sys.argv[1:]])
         self.holder: LockHolder | None = None  # ours, while held
+        self._mine = LockHolder.of_this_process(self.command)  # this process's record (renewed by every attempt)
         self._created_directory = False
 
     # ---- acquiring --------------------------------------------------------------------------------------------------
@@ -197,6 +222,7 @@ class RunLock:
         """One attempt: our own holder record if we got the lock, else the live holder that has it, or a string
         saying why the lock file could not be read. None: try again at once (the lock changed under us)."""
         mine = LockHolder.of_this_process(self.command)
+        self._mine = mine
         self._make_directory()
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -249,9 +275,11 @@ class RunLock:
             return None
         held_too_long = stale_after_s is not None and (holder.age_s() or 0.0) > stale_after_s
         dead = holder.checkable_here() and not holder.is_running()
-        if not (dead or held_too_long):
+        requeued = not dead and holder.earlier_attempt_of(self._mine)
+        if not (dead or held_too_long or requeued):
             return holder
-        why = "which no longer runs" if dead else f"held for more than {stale_after_s:.0f} s"
+        why = ("which no longer runs" if dead else f"held for more than {stale_after_s:.0f} s" if held_too_long
+               else f"an earlier attempt of this job ({holder.job_id}), requeued")
         if self._remove_if_unchanged(data):
             logger.warning("%s: taking over the stale lock of %s, %s", self.directory, holder.describe(), why)
         return None
@@ -291,6 +319,9 @@ class RunLock:
         if outcome is None:
             return f"{self.directory} is in use by another process (its lock changed while we waited); try again"
         message = f"{self.directory} is in use by {outcome.describe()}"
+        if outcome.job_id and outcome.job_id == self._mine.job_id:
+            return (f"{message}, another process of this same job (attempt {outcome.job_attempt}); two steps of one job "
+                    f"cannot write one run: wait for it to finish, or {remove} if it is gone")
         if outcome.checkable_here():
             return f"{message}; wait for it to finish, or {remove} if that process is gone"
         return (

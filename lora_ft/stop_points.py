@@ -3,15 +3,19 @@ deterministic instead of racing a signal against the training loop.
 
     LORA_FT_STOP_AT=after-step-checkpoint:8 lora-ft train --config run.yaml    # exits 137 right after checkpoint step-8
     LORA_FT_STOP_AT=interrupt:after-step:3  lora-ft train --config run.yaml    # Ctrl-C (KeyboardInterrupt) after step 3
+    LORA_FT_STOP_AT=SIGTERM:after-step:5    lora-ft train --config run.yaml    # a real SIGTERM to itself after step 5
 
 `<point>[:<n>]` exits with `os._exit(137)` (no cleanup, no flush: what SIGKILL leaves behind); with the `interrupt:`
-prefix it raises KeyboardInterrupt there instead (what Ctrl-C does). Without `:<n>` the first time the point is reached
-counts. Unset (the normal case), `stop_point` costs one dictionary look-up.
+prefix it raises KeyboardInterrupt there instead (what Ctrl-C does), and with a signal's name as prefix the process
+sends itself that signal (what a scheduler does, at a known step: the handler of stop_signals.py takes it from there).
+Without `:<n>` the first time the point is reached counts. Unset (the normal case), `stop_point` costs one dictionary
+look-up.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 
 ENV_VAR = "LORA_FT_STOP_AT"
 KILLED_EXIT_CODE = 137  # 128 + SIGKILL, what a shell reports for a process killed with kill -9
@@ -32,7 +36,8 @@ def stop_point(point: str, number: int | None = None) -> None:
     if not spec:
         return
     interrupt = spec.startswith("interrupt:")
-    name, _, wanted = spec.removeprefix("interrupt:").partition(":")
+    send = spec.split(":", 1)[0] if spec.startswith("SIG") else None
+    name, _, wanted = spec.removeprefix("interrupt:").removeprefix(f"{send}:").partition(":")
     if name not in POINTS:  # a typo in a test would otherwise pass silently by never stopping
         raise ValueError(f"{ENV_VAR}={spec!r}: unknown point {name!r}; known: {', '.join(POINTS)}")
     if point not in POINTS:
@@ -41,4 +46,7 @@ def stop_point(point: str, number: int | None = None) -> None:
         return
     if interrupt:
         raise KeyboardInterrupt
+    if send:
+        os.kill(os.getpid(), signal.Signals[send])
+        return
     os._exit(KILLED_EXIT_CODE)

@@ -9,6 +9,11 @@ config once (flattened to dotted keys), then train/loss, train/lr, train/tokens_
 valid/loss after each epoch, at the optimizer step. The project is "lora-ft" (the W&B project; the MLflow experiment,
 which MLFLOW_EXPERIMENT_NAME overrides), the run is named after the run directory, and TensorBoard writes its event
 files to <run dir>/lora-ft/.
+
+A resumed run continues the same tracker run: the W&B run id and the MLflow run id are kept in results.json
+(extra["trackers"]) and handed back on `--resume` (W&B `id` with `resume="allow"`, MLflow `run_id`), so the curves of
+every attempt (a requeued job's too) are one run. Its config is logged once, by the first attempt (MLflow refuses a
+parameter whose value changes, and a resume may change harmless keys: results.json records those).
 """
 
 from __future__ import annotations
@@ -57,10 +62,24 @@ def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def start_trackers(accelerator, run_name: str, config: Mapping[str, Any]) -> None:
-    """Start the trackers the Accelerator was built with (`log_with`), logging the resolved config."""
-    accelerator.init_trackers(
-        PROJECT,
-        config=flat_config(config),
-        init_kwargs={"wandb": {"name": run_name}, "mlflow": {"run_name": run_name}},
-    )
+def start_trackers(accelerator, run_name: str, config: Mapping[str, Any], resumed: Mapping[str, str] | None = None
+                   ) -> dict[str, str]:
+    """Start the trackers the Accelerator was built with (`log_with`), logging the resolved config; `resumed`: the run
+    ids an earlier attempt recorded, to continue those runs. Returns the W&B / MLflow run ids (for results.json)."""
+    ids = dict(resumed or {})
+    wandb = {"name": run_name, **({"id": ids["wandb"], "resume": "allow"} if "wandb" in ids else {})}
+    mlflow = {"run_name": run_name, **({"run_id": ids["mlflow"]} if "mlflow" in ids else {})}
+    accelerator.init_trackers(PROJECT, config=None if ids else flat_config(config),
+                              init_kwargs={"wandb": wandb, "mlflow": mlflow})
+    return tracker_run_ids(accelerator)
+
+
+def tracker_run_ids(accelerator) -> dict[str, str]:
+    """{"wandb": id, "mlflow": id} of the trackers started (main process; the others have none)."""
+    ids = {}
+    for tracker in getattr(accelerator, "trackers", None) or []:
+        if tracker.name == "wandb":
+            ids["wandb"] = str(tracker.run.id)
+        elif tracker.name == "mlflow":
+            ids["mlflow"] = str(tracker.active_run.info.run_id)
+    return ids

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
+import re
 import signal
 import sys
 import time
@@ -33,15 +33,16 @@ from transformers import get_linear_schedule_with_warmup
 from . import console
 from .build import RANDOM_BASE_KEY, enable_gradient_checkpointing, parameter_report, preflight, random_base_fingerprint
 from .build import seeded_adapted_model
-from .checkpoint import TRAINED_FILE, checkpoint_dirs, resume_latest, save_trained, write_checkpoint
+from .checkpoint import TRAINED_FILE
 from .config import RunConfig
 from .config_checks import check_positions
 from .data import CausalLMCollator, build_train_dataset, virtual_tokens_for
-from .loss import completion_loss, completion_loss_per_example, completion_positions, loss_descriptions, loss_names
+from .loss import completion_loss, completion_positions, loss_descriptions, loss_names, validation_loss
 from .packing import packing_for
 from .models.loading import load_tokenizer
 from .run_dir import (
-    CHECKPOINTS_DIR, CONFIG_FILE, RunDirectoryError, check_run_dir, close_run_log, open_run_log, remove_own_files, run_dir_of,
+    CONFIG_FILE, RunDirectoryError, check_run_dir, remove_final_shards, close_run_log, open_run_log, remove_own_files,
+    resume_or_start, run_dir_of,
 )
 from .atomic import DiskFullError, check_writable, disk_full_error
 from .run_lock import hold_run_lock
@@ -51,30 +52,33 @@ from .memory import peak_memory_bytes
 from .report.selection import search_record
 from .tasks import get_task
 from .trackers import resolve_trackers, start_trackers
-from .divergence import NonFiniteWatch, TrainingDivergedError, check_trained_weights_finite, diverged_advice, gradient_norm
+from .divergence import NonFiniteWatch, TrainingDivergedError, diverged_advice, gradient_norm
 from .resume import Progress, TrainingInterrupted, check_resume_config, continue_results, interrupted
 from .stop_points import stop_point
 from .stop_signals import StopRequest, stop_signals
+from .cluster import StopAgreement
+from .sharded import check_supported, fsdp_on_cpu, full_value
+from .train_saving import Saving
 from .schema import ConfigError
 
 logger = logging.getLogger("lora_ft.train")
 
 
-class Trainer:
+class Trainer(Saving):
     """setup -> run (epochs, validation, checkpoints) -> finish; one object per `lora-ft train` call."""
 
-    def __init__(self, cfg: RunConfig, *, resume: bool = False, command: str | None = None,
+    def __init__(self, cfg: RunConfig, *, resume: bool | str = False, command: str | None = None,
                  stop: StopRequest | None = None):
         self.cfg = cfg
         self.run_dir = run_dir_of(cfg)
-        self.resume = resume
-        self.stop = stop or StopRequest()  # SIGTERM / SIGINT (stop_signals.py): checked between optimizer steps
+        self.resume, self.overwrite = resume, cfg.output.overwrite  # resume "auto": decided in _check_before_loading
+        self.stop = stop or StopRequest()  # SIGTERM / SIGUSR1 / SIGINT (stop_signals.py): checked after every step
         self.command = command or "lora-ft train --config " + cfg.source
         check_writable(self.run_dir, "output.dir", "choose another output.dir, or make that folder writable")
         # One writer per run directory, taken before anything reads or writes it (main process only: run_lock.py).
         self.run_lock = hold_run_lock(self.run_dir, self.command)
         try:
-            self._setup(cfg, resume)
+            self._setup(cfg)
         except BaseException:
             self.close()
             raise
@@ -86,18 +90,21 @@ class Trainer:
 
     # -- setup: one phase a method, cheapest first ---------------------------------------------------------------------
 
-    def _setup(self, cfg: RunConfig, resume: bool) -> None:
-        self._check_before_loading(cfg, resume)
-        self._start_accelerator(cfg, resume)
+    def _setup(self, cfg: RunConfig) -> None:
+        self._check_before_loading(cfg)
+        self._start_accelerator(cfg)
         set_seed(cfg.training.seed)  # before the method's init: A's draw is part of the seed's run
         self._build_model_and_data(cfg)
         self._build_optimizer(cfg)
-        self._start_results(cfg, resume)
+        self._start_results(cfg)
 
-    def _check_before_loading(self, cfg: RunConfig, resume: bool) -> None:
+    def _check_before_loading(self, cfg: RunConfig) -> None:
         """A bad config, data path, tracker or resume fails here, in well under a second, before any model loads."""
-        check_run_dir(self.run_dir, resume=resume, overwrite=cfg.output.overwrite)
-        self.resume_changes = check_resume_config(self.run_dir / CONFIG_FILE, cfg.to_dict()) if resume else {}
+        if self.resume == "auto":  # continue the run if it has a checkpoint, else start it (again): run_dir.py
+            self.resume, restart = resume_or_start(self.run_dir, cfg.to_dict())
+            self.overwrite = self.overwrite or restart
+        check_run_dir(self.run_dir, resume=self.resume, overwrite=self.overwrite)
+        self.resume_changes = check_resume_config(self.run_dir / CONFIG_FILE, cfg.to_dict()) if self.resume else {}
         check_positions(cfg, preflight(cfg))  # also for hub and GGUF models, which `config validate` cannot read
         self.task = get_task(cfg.task)
         self.task.check_source(("train", "validation", cfg.decoding.split))
@@ -105,7 +112,7 @@ class Trainer:
         self.search = search_record(cfg.to_dict())  # training.selected_by: how a swept setting was chosen, checked
         self.log_with = resolve_trackers(cfg.training.report_to) or None  # a missing tracker package fails here
 
-    def _start_accelerator(self, cfg: RunConfig, resume: bool) -> None:
+    def _start_accelerator(self, cfg: RunConfig) -> None:
         t = cfg.training
         # Without a GPU, Accelerate only forms a multi-process (gloo) group when told to use the CPU.
         distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -117,16 +124,18 @@ class Trainer:
             log_with=self.log_with,
             project_dir=str(self.run_dir),
         )
-        if t.batch_size % self.accelerator.num_processes:
-            raise ConfigError(
-                f"training.batch_size {t.batch_size} is the global batch and must divide evenly over "
-                f"{self.accelerator.num_processes} processes"
-            )
+        fsdp_on_cpu(self.accelerator)  # an FSDP config on CPU processes: sharded as on GPUs (sharded.py)
+        check_supported(self.accelerator)  # DeepSpeed and FSDP1: refused in one line
+        for key, size in (("batch_size", t.batch_size), ("eval_batch_size", t.eval_batch_size)):
+            if size % self.accelerator.num_processes:
+                raise ConfigError(f"training.{key} {size} is the global batch and must divide evenly over "
+                                  f"{self.accelerator.num_processes} processes")
         if self.accelerator.is_main_process:
-            if not resume and self.run_dir.exists() and cfg.output.overwrite:
+            if not self.resume and self.run_dir.exists() and self.overwrite:
                 remove_own_files(self.run_dir)  # the replaced run's checkpoints; a user's files stay (run_dir.py)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator.wait_for_everyone()
+        self.agreement = StopAgreement(self.accelerator)  # every process stops after the same step (cluster.py)
         open_run_log(self.run_dir, self.accelerator.is_main_process)
 
     def _build_model_and_data(self, cfg: RunConfig) -> None:
@@ -166,11 +175,11 @@ class Trainer:
             self.model, optimizer, self.train_loader, self.valid_loader, scheduler
         )
 
-    def _start_results(self, cfg: RunConfig, resume: bool) -> None:
+    def _start_results(self, cfg: RunConfig) -> None:
         """A new run's results.json, or, on --resume, the run's own, continued from its newest intact checkpoint."""
         self.progress = Progress()
         self.last_checkpoint_step: int | None = None  # for the messages after Ctrl-C or divergence
-        if resume:
+        if self.resume:
             self._load_latest_checkpoint()
             self.last_checkpoint_step = self.progress.step
             self.results = read_results(self.run_dir)
@@ -185,39 +194,9 @@ class Trainer:
             optimizer=describe_optimizer(cfg.training), batches=self.packing.describe(),
             losses=loss_descriptions(cfg.training.label_smoothing), **({"search": self.search} if self.search else {}),
             **self.method.results_record())  # a method's own record (peft: its resolved config and count)
-        if self.log_with:
-            start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict())
-
-    # -- checkpoints -------------------------------------------------------------------------------------------------
-
-    def _checkpoint_dirs(self) -> list[Path]:
-        return checkpoint_dirs(self.run_dir / CHECKPOINTS_DIR)
-
-    def save_checkpoint(self, name: str) -> None:
-        acc = self.accelerator
-        write_checkpoint(
-            acc, self.run_dir / CHECKPOINTS_DIR, name, model=self.model, method=self.method,
-            optimizer=self.optimizer, scheduler=self.scheduler, progress=dataclasses.asdict(self.progress),
-        )
-        if acc.is_main_process:
-            keep = self.cfg.output.keep_checkpoints
-            epoch_dirs = [d for d in self._checkpoint_dirs() if d.name.startswith("epoch-")]
-            for old in epoch_dirs[:-keep] if keep else []:
-                shutil.rmtree(old)
-        acc.wait_for_everyone()
-
-    def _load_latest_checkpoint(self) -> None:
-        """Continue from the newest checkpoint whose files match its manifest; each skipped one is a warning."""
-        root = self.run_dir / CHECKPOINTS_DIR
-        latest, progress, skipped = resume_latest(
-            root, self.accelerator, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
-        )
-        if latest is None:
-            why = f": skipped {'; '.join(skipped[:3])}" if skipped else ""
-            more = f" and {len(skipped) - 3} more (see the warnings above)" if len(skipped) > 3 else ""
-            raise RunDirectoryError(f"--resume: no intact checkpoint under {root}{why}{more}")
-        self.progress = Progress(**progress)
-        logger.info("resumed from %s (epoch %d, step %d)", latest, self.progress.epoch, self.progress.step)
+        if self.log_with:  # a resumed run continues its W&B / MLflow run (trackers.py)
+            resumed = self.results.extra.get("trackers") if self.resume else None
+            self.results.extra["trackers"] = start_trackers(self.accelerator, self.run_dir.name, cfg.to_dict(), resumed)
 
     # -- loop --------------------------------------------------------------------------------------------------------
 
@@ -241,6 +220,7 @@ class Trainer:
                     grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
                 elif acc.scaler is None:
                     grad_norm = gradient_norm(self.model.parameters())
+                grad_norm = None if grad_norm is None else full_value(grad_norm)  # FSDP: the norm over every shard
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad()
@@ -249,25 +229,8 @@ class Trainer:
         self.watch.observe(self.progress.step + 1, total_loss, grad_norm if acc.scaler is None else None)
         return total_loss, global_tokens
 
-    @torch.no_grad()
     def validation_loss(self) -> float:
-        """Token-mean cross-entropy on the validation split, without label smoothing (a plain NLL).
-
-        Per-example sums go through `gather_for_metrics`, which drops the samples Accelerate repeats to even out the
-        last batch over processes: the value does not depend on the number of processes."""
-        self.model.eval()
-        loss_total, token_total = 0.0, 0
-        for batch in self.valid_loader:
-            layout = self.packing(batch)
-            with completion_positions(self.model, layout.labels, layout.example) as (targets, rows):
-                logits = self.model(**layout.inputs).logits
-            example_losses, example_tokens = self.accelerator.gather_for_metrics(
-                completion_loss_per_example(logits, targets, rows, batch["labels"].shape[0])
-            )
-            loss_total += float(example_losses.sum())
-            token_total += int(example_tokens.sum())
-        self.model.train()
-        return loss_total / max(token_total, 1)
+        return validation_loss(self.model, self.valid_loader, self.packing, self.accelerator)
 
     def run(self) -> Path:
         acc, t, p = self.accelerator, self.cfg.training, self.progress
@@ -279,6 +242,7 @@ class Trainer:
         if acc.is_main_process:
             if not self.resume:  # output.overwrite: the replaced run's final weights must not pass for this run's
                 (self.run_dir / TRAINED_FILE).unlink(missing_ok=True)
+                remove_final_shards(self.run_dir)
             self._write_config()
             write_results(self.run_dir, self.results)
         logger.info("parameters: %d trainable of %d", self.report["trainable"], self.report["total"])
@@ -286,18 +250,22 @@ class Trainer:
         self.bar = tqdm(total=self.total_steps, initial=p.step, desc="train",
                         disable=not (acc.is_main_process and console.progress_bars()))
         self.model.train()
-        try:
-            while p.epoch < t.epochs:
-                if p.step >= self.total_steps and not p.batches_in_epoch:
-                    break  # training.max_steps reached at an epoch's end
-                epoch = p.epoch + 1
-                # Resumed from a checkpoint at its epoch's last step (or at max_steps): only the epoch's end is left.
-                if p.step < self.total_steps and p.batches_in_epoch < len(self.train_loader):
-                    self._train_epoch(epoch)
-                self._end_epoch(epoch)
-        finally:
-            self.bar.close()  # ends the bar's line: an error message after it starts on a line of its own
-        return self.finish(time.time() - self._session_start)
+        # From here a first stop signal waits for the loop to look at it (after a step, or an epoch's end) and to
+        # write a checkpoint; during the final save it is ignored: the run is complete a moment later.
+        with self.stop.deferring():
+            try:
+                while p.epoch < t.epochs:
+                    if p.step >= self.total_steps and not p.batches_in_epoch:
+                        break  # training.max_steps reached at an epoch's end
+                    epoch = p.epoch + 1
+                    # Resumed from a checkpoint at its epoch's last step (or at max_steps): only the epoch's end is left.
+                    if p.step < self.total_steps and p.batches_in_epoch < len(self.train_loader):
+                        self._train_epoch(epoch)
+                    self._end_epoch(epoch)
+                    self._stop_if_asked()
+            finally:
+                self.bar.close()  # ends the bar's line: an error message after it starts on a line of its own
+            return self.finish(time.time() - self._session_start)
 
     def _train_epoch(self, epoch: int) -> None:
         acc, p = self.accelerator, self.progress
@@ -307,9 +275,8 @@ class Trainer:
             loader = acc.skip_first_batches(loader, p.batches_in_epoch)
         window_tokens = torch.zeros((), dtype=torch.long, device=acc.device)  # this process's, for tokens/s
         window_start = time.time()
-        with self.stop.deferring(acc.num_processes == 1):  # a signal waits for the step's end (stop_signals.py)
-            self._train_batches(loader, window_tokens, window_start)
-        self.stop.check()  # a signal during the epoch's last batch fetch: stop before the validation pass
+        self._train_batches(loader, window_tokens, window_start)
+        self._stop_if_asked()  # a signal during the epoch's last batch fetch: stop before the validation pass
 
     def _train_batches(self, loader, window_tokens: torch.Tensor, window_start: float) -> None:
         acc, t, p = self.accelerator, self.cfg.training, self.progress
@@ -336,7 +303,7 @@ class Trainer:
             if t.checkpoint_every_steps and p.step % t.checkpoint_every_steps == 0:
                 self._checkpoint(f"step-{p.step}")
                 stop_point("after-step-checkpoint", p.step)
-            self.stop.check()  # after the step and its checkpoint: where a later issue can checkpoint before stopping
+            self._stop_if_asked()  # after the step and its scheduled checkpoint
             if p.step >= self.total_steps:
                 break
 
@@ -381,28 +348,20 @@ class Trainer:
         self._pending_loss.zero_()
         self._pending_tokens.zero_()
 
-    def _checkpoint(self, name: str) -> None:
-        """Save a checkpoint, after confirming that every step since the last check and the weights are finite."""
-        self._sync()
-        check_trained_weights_finite(self.model, self.progress.step, self.cfg.training.learning_rate)
-        self.progress.train_seconds = self._elapsed()
-        self.save_checkpoint(name)
-        self.last_checkpoint_step = self.progress.step
-
     def finish(self, seconds: float) -> Path:
         acc = self.accelerator
         self._sync()
-        check_trained_weights_finite(self.model, self.progress.step, self.cfg.training.learning_rate)
+        self._weights_finite()
         acc.wait_for_everyone()
+        weights = self._save_final_weights()
         if acc.is_main_process:
-            save_trained(acc.unwrap_model(self.model), self.method, self.run_dir)
             stop_point("after-final-weights")
             self.results.status = "trained"
             self.results.wall_time_s = (self.results.wall_time_s or 0.0) + seconds
             peak = peak_memory_bytes(acc.device)
             self.results.peak_memory_bytes = max(peak, self.results.peak_memory_bytes or 0)
             write_results(self.run_dir, self.results)
-            logger.info("trained in %.1f s; weights in %s", seconds, self.run_dir / TRAINED_FILE)
+            logger.info("trained in %.1f s; weights in %s", seconds, weights)
         acc.end_training()
         return self.run_dir
 
@@ -411,16 +370,18 @@ class Trainer:
         write_text_atomic(self.run_dir / CONFIG_FILE, header + self.cfg.to_yaml(), overwrite=True)
 
 
-def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -> Path:
-    """Train one run; on failure results.json says why (status 'failed') and the error propagates.
+def train(cfg: RunConfig, *, resume: bool | str = False, command: str | None = None, signals=None) -> Path:
+    """Train one run; on failure results.json says why (status 'failed') and the error propagates. `resume`: True
+    continues the run from its newest intact checkpoint, "auto" does so if it has one and starts it otherwise.
 
-    SIGTERM and SIGINT (Ctrl-C) become TrainingInterrupted: results.json says status 'interrupted' with the step
-    reached, the run lock is released, and the CLI prints one line with the resume command and exits with 128 + the
-    signal's number (143, 130); see stop_signals.py."""
+    A stop signal (`signals`, default SIGTERM, SIGUSR1, SIGINT) becomes TrainingInterrupted once the step is done and
+    a checkpoint written: results.json says status 'interrupted' with the step reached, the run lock is released, and
+    the CLI prints one line with the resume command and exits with 128 + the signal's number (143, 138, 130); see
+    stop_signals.py."""
     command = command or " ".join(["lora-ft", *sys.argv[1:]])
-    command = command.replace(" --resume", "")  # the messages add it where it applies
+    command = re.sub(r" --resume( auto)?(?= |$)", "", command)  # the messages add it where it applies
     trainer = None
-    with stop_signals() as stop:
+    with stop_signals(signals) as stop:
         try:
             trainer = Trainer(cfg, resume=resume, command=command, stop=stop)
             return trainer.run()
@@ -436,7 +397,8 @@ def train(cfg: RunConfig, *, resume: bool = False, command: str | None = None) -
                 error = disk_full_error(trainer.run_dir, exc) or exc
             if trainer is not None and trainer.accelerator.is_main_process:
                 if isinstance(error, TrainingInterrupted):
-                    trainer.results.mark_interrupted(error, step=trainer.progress.step, signal=error.signal)
+                    trainer.results.mark_interrupted(error, step=trainer.progress.step, signal=error.signal,
+                                                     checkpoint=trainer.last_checkpoint_step == trainer.progress.step)
                 else:
                     trainer.results.mark_failed(error)
                 with contextlib.suppress(DiskFullError):  # on a full disk, the failure cannot be recorded either

@@ -114,6 +114,29 @@ def test_resume_restores_adamw_and_the_schedule_bit_for_bit(tiny, tmp_path):
     assert_identical(fresh.optimizer.state_dict(), trained.optimizer.state_dict())
 
 
+def test_the_fp16_loss_scaler_state_survives_a_resume(tiny, tmp_path, capsys, cli_console):
+    """fp16 training's GradScaler: its scale (halved after overflows, grown after growth_interval good steps) and its
+    growth counter come back, so a resumed run does not restart from 65536 and overflow its way down again."""
+    def scaler():
+        return torch.amp.GradScaler("cpu", init_scale=2.0 ** 16, growth_interval=5)
+
+    trained, before = Training(tiny, steps=1), scaler()
+    before.scale(torch.ones(()))  # creates the scale tensors
+    before.update(new_scale=512.0)
+    before._growth_tracker.fill_(3)
+    progress = {"epoch": 0, "step": 1, "batches_in_epoch": 1}
+    write_checkpoint(OneProcess(), tmp_path, "step-1", method=trained.method, progress=progress, scaler=before,
+                     **trained.objects())
+    assert "scaler.json" in json.loads((tmp_path / "step-1" / MANIFEST_FILE).read_text())["files"]
+    after = scaler()
+    resume_latest(tmp_path, OneProcess(), scaler=after, **Training(tiny).objects())
+    assert after.state_dict() == before.state_dict() and after.state_dict()["scale"] == 512.0
+    assert after.state_dict()["_growth_tracker"] == 3
+    trained.save(tmp_path / "older", "step-1")  # a checkpoint without scaler.json: the scale starts again, said once
+    resume_latest(tmp_path / "older", OneProcess(), scaler=scaler(), **Training(tiny).objects())
+    assert capsys.readouterr().err.count("holds no loss-scaler state (scaler.json)") == 1
+
+
 def test_any_optimizer_state_of_tensors_and_plain_values_round_trips(tmp_path):
     """Like a hand-written AdamW's: an int step count per parameter; plus tuples, odd floats, bf16, 0-dim tensors."""
     state = {

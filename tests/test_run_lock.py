@@ -216,6 +216,60 @@ def test_a_lock_of_another_host_cannot_be_checked_and_says_how_to_remove_it(tmp_
     )
 
 
+def test_a_requeued_job_takes_over_its_own_lock_from_another_host(tmp_path, monkeypatch, caplog):
+    """SLURM requeues a preempted job under the same id, often on another node: its first attempt's lock cannot be
+    checked from there, but it is the job's own (the attempt count went up), so the job takes it over."""
+    _stale_lock(tmp_path / "run", hostname="node7", pid=os.getpid(), job_id="slurm:1234", job_attempt=0)
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with RunLock(tmp_path / "run", command="x") as lock:
+        assert (lock.holder.job_id, lock.holder.job_attempt) == ("slurm:1234", 1)
+        on_disk = LockHolder.parse((tmp_path / "run" / LOCK_FILENAME).read_bytes())
+        assert (on_disk.job_id, on_disk.hostname) == ("slurm:1234", socket.gethostname())
+    assert "taking over the stale lock of PID" in caplog.text and "an earlier attempt of this job (slurm:1234)" in caplog.text
+
+
+@pytest.mark.parametrize("job, attempt, why", [
+    ("999", "1", "another job"),
+    ("1234", "0", "the same attempt: two steps of one job"),
+    (None, None, "no job"),
+])
+def test_a_lock_of_another_job_or_of_this_attempt_elsewhere_is_refused(tmp_path, monkeypatch, job, attempt, why):
+    _stale_lock(tmp_path / "run", hostname="node7", pid=os.getpid(), job_id="slurm:1234", job_attempt=0)
+    for name, value in (("SLURM_JOB_ID", job), ("SLURM_RESTART_COUNT", attempt)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    with pytest.raises(RunLockError) as info:
+        RunLock(tmp_path / "run", command="x").acquire()
+    message = str(info.value)
+    assert "\n" not in message and "on host node7 (lora-ft train --config old.yaml, job slurm:1234)" in message, why
+    if job == "1234":
+        assert "another process of this same job (attempt 0)" in message
+    assert LockHolder.parse((tmp_path / "run" / LOCK_FILENAME).read_bytes()).hostname == "node7"  # left alone
+
+
+def test_a_lock_of_this_job_still_running_on_this_host_is_refused(tmp_path, monkeypatch):
+    """Same job id, but the holder runs here (a second `train` in one job script): never taken over."""
+    _stale_lock(tmp_path / "run", pid=os.getpid(), process_start=None, job_id="slurm:1234", job_attempt=0)
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with pytest.raises(RunLockError, match="another process of this same job"):
+        RunLock(tmp_path / "run", command="x").acquire()
+
+
+def test_scheduler_job_ids():
+    from lora_ft.cluster import scheduler_job
+
+    assert scheduler_job({}) == (None, None)
+    assert scheduler_job({"SLURM_JOB_ID": "77"}) == ("slurm:77", 0)
+    assert scheduler_job({"SLURM_JOB_ID": "77", "SLURM_RESTART_COUNT": "2"}) == ("slurm:77", 2)
+    assert scheduler_job({"PBS_JOBID": "5.pbs01"}) == ("pbs:5.pbs01", None)
+    assert scheduler_job({"LSB_JOBID": "9", "LSB_JOBINDEX": "3"}) == ("lsf:9[3]", None)
+    assert scheduler_job({"LORA_FT_JOB_ID": "my-k8s-job", "SLURM_JOB_ID": "77"}) == ("job:my-k8s-job", None)
+
+
 def test_an_unreadable_lock_file_is_reported_not_ignored(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / LOCK_FILENAME).write_text("{half a record")

@@ -83,3 +83,57 @@ def test_tensorboard_logs_the_losses_the_run_records(tmp_path):
     record = read_results(run_dir).epochs[0]
     assert valid.step == record.step == 4
     assert valid.value == pytest.approx(record.validation_loss, rel=1e-6)
+
+
+class _Tracker:
+    def __init__(self, name: str, run_id: str):
+        self.name = name
+        if name == "wandb":
+            self.run = type("Run", (), {"id": run_id})()
+        else:
+            self.active_run = type("Active", (), {"info": type("Info", (), {"run_id": run_id})()})()
+
+
+class _Accelerator:
+    """Records init_trackers; its trackers have the run ids a W&B and an MLflow run would have."""
+
+    def __init__(self):
+        self.calls, self.trackers = [], []
+
+    def init_trackers(self, project, config=None, init_kwargs=None):
+        self.calls.append((project, config, init_kwargs))
+        ids = {"wandb": "w-1", "mlflow": "m-1"}
+        for name in ("wandb", "mlflow"):
+            self.trackers.append(_Tracker(name, init_kwargs[name].get("id") or init_kwargs[name].get("run_id") or ids[name]))
+
+
+def test_a_resumed_run_continues_its_wandb_and_mlflow_runs():
+    """The first attempt starts new runs and returns their ids (results.json keeps them); a resume hands them back
+    (W&B id + resume="allow", MLflow run_id) and logs no config again (MLflow refuses changed parameters)."""
+    first = _Accelerator()
+    ids = trackers.start_trackers(first, "run-a", {"training": {"seed": 3}})
+    assert ids == {"wandb": "w-1", "mlflow": "m-1"}
+    _, config, kwargs = first.calls[0]
+    assert config == {"training.seed": 3} and "id" not in kwargs["wandb"] and "run_id" not in kwargs["mlflow"]
+    again = _Accelerator()
+    assert trackers.start_trackers(again, "run-a", {"training": {"seed": 3}}, resumed=ids) == ids
+    _, config, kwargs = again.calls[0]
+    assert config is None
+    assert kwargs == {"wandb": {"name": "run-a", "id": "w-1", "resume": "allow"},
+                      "mlflow": {"run_name": "run-a", "run_id": "m-1"}}
+
+
+def test_train_records_the_tracker_run_ids_and_hands_them_to_the_resume(tmp_path, monkeypatch):
+    calls = []
+
+    def recording(accelerator, run_name, config, resumed=None):
+        calls.append(resumed)
+        return dict(resumed or {"wandb": "w-7"})
+
+    monkeypatch.setattr("lora_ft.train.start_trackers", recording)
+    config = config_from_dict(tiny_run_config(tmp_path / "run", epochs=1, report_to="tensorboard"))
+    train(config)
+    assert read_results(tmp_path / "run").extra["trackers"] == {"wandb": "w-7"}
+    train(config, resume=True)
+    assert calls == [None, {"wandb": "w-7"}]
+    assert read_results(tmp_path / "run").extra["trackers"] == {"wandb": "w-7"}

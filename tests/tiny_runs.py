@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,3 +51,16 @@ def tiny_llama_run_config(run_dir: Path, **training) -> dict:
     config = tiny_run_config(run_dir, **training)
     config["model"] = {"name_or_path": str(folder), "tokenizer": str(SHARED / "gpt2-tokenizer"), "random_init": True}
     return config
+
+
+def free_port() -> int:
+    """A TCP port free on this host now, for a launcher's rendezvous (two launches never share 29500)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_env(**extra: str) -> dict[str, str]:
+    """The environment of an `accelerate launch` subprocess: one thread per process, this checkout's lora_ft."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra}
