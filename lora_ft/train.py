@@ -41,7 +41,7 @@ from .loss import completion_loss, completion_positions, loss_descriptions, loss
 from .packing import packing_for
 from .models.loading import load_tokenizer
 from .run_dir import (
-    CONFIG_FILE, RunDirectoryError, check_run_dir, remove_final_shards, close_run_log, open_run_log, remove_own_files,
+    CONFIG_FILE, check_run_dir, remove_final_shards, close_run_log, open_run_log, remove_own_files,
     resume_or_start, run_dir_of,
 )
 from .atomic import DiskFullError, check_writable, disk_full_error
