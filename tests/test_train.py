@@ -14,7 +14,8 @@ import yaml
 from lora_ft.checkpoint import read_trained
 from lora_ft.config import config_from_dict
 from lora_ft.results import read_results
-from lora_ft.train import RunDirectoryError, Trainer, train
+from lora_ft.run_dir import RunDirectoryError
+from lora_ft.train import Trainer, train
 from tiny_runs import tiny_run_config as tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
