@@ -282,7 +282,8 @@ def test_an_unreadable_lock_file_is_reported_not_ignored(tmp_path):
 def test_the_lock_is_released_when_a_run_fails_or_is_refused(tmp_path, monkeypatch):
     from lora_ft.config import config_from_dict
     from lora_ft.resume import TrainingInterrupted
-    from lora_ft.train import RunDirectoryError, Trainer, train
+    from lora_ft.run_dir import RunDirectoryError
+    from lora_ft.train import Trainer, train
 
     run_dir = tmp_path / "run"
     cfg = config_from_dict(tiny_run_config(run_dir, epochs=1))
